@@ -1,0 +1,43 @@
+# One command each: `make train` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+HOST   ?= 127.0.0.1
+PORT   ?= 6006
+
+.PHONY: install train test test-fast sweep tensorboard lint format clean
+
+install: $(STAMP)
+
+# Re-installs when the dependencies change; torch comes from constraints.txt (2.13.0, CPU here).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m litforge.train $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+sweep: $(STAMP)
+	$(PY) -m litforge.train -m optimizer=sgd,adam accumulate_grad_batches=1,4 precision=32,64 device=cpu $(ARGS)
+
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir outputs --host $(HOST) --port $(PORT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format src tests scripts
+	$(VENV)/bin/ruff check --fix src tests scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""The one place that turns config into objects (hydra.utils.instantiate); all below takes plain args."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import lightning as L
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
+from omegaconf import DictConfig
+
+from litforge.data import TabularDataModule
+from litforge.errors import UserError
+from litforge.history import EpochHistory
+from litforge.models import ClassificationModule, RegressionModule, TabularModule
+
+TASK_OF_MODULE = {RegressionModule: "regression", ClassificationModule: "classification"}
+
+
+def datamodule(cfg: DictConfig) -> TabularDataModule:
+    """The data, loaded and split (the model's input and output sizes come from it)."""
+    dm = instantiate(cfg.data, order_seed=cfg.seed)
+    dm.setup("fit")
+    return dm
+
+
+def module(cfg: DictConfig, dm: TabularDataModule) -> TabularModule:
+    """The LightningModule, sized by the data: num_features, num_classes, target scale."""
+    task = TASK_OF_MODULE.get(get_class(cfg.model._target_))
+    if task is not None and task != dm.task:
+        fix = "regression" if dm.task == "regression" else "classification"
+        raise UserError(
+            f"model={task} does not fit the data, which is a {dm.task} task; "
+            f"use model={fix} (or an experiment=... that sets both)."
+        )
+    sizes = {"num_features": dm.num_features}
+    if dm.task == "classification":
+        sizes["num_classes"] = dm.num_classes
+    else:
+        sizes |= {"target_mean": dm.y_mean, "target_std": dm.y_std}
+    return instantiate(
+        cfg.model,
+        **sizes,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+        monitor=cfg.monitor,
+        _convert_="all",
+    )
+
+
+def callbacks(cfg: DictConfig) -> list[Callback]:
+    """The callbacks group, then early stopping, then the per-epoch history metrics.json needs."""
+    built = [instantiate(c) for c in (cfg.callbacks or {}).values() if c]
+    if cfg.early_stopping:
+        built.append(instantiate(cfg.early_stopping))
+    return [*built, EpochHistory(cfg.monitor, cfg.monitor_mode)]
+
+
+def trainer(cfg: DictConfig, with_logger: bool = True) -> L.Trainer:
+    """The Trainer with the configured device, precision, callbacks and logger."""
+    quiet_lightning()
+    cbs = callbacks(cfg)
+    logger = instantiate(cfg.logger) if with_logger and cfg.logger else False
+    if not logger:  # the learning-rate monitor refuses to run without a logger
+        cbs = [c for c in cbs if type(c).__name__ != "LearningRateMonitor"]
+    return instantiate(
+        cfg.trainer,
+        callbacks=cbs,
+        logger=logger,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in cbs),
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in cbs),
+    )
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """Hydra owns logging: drop Lightning's second console handler (every line twice) and tips."""
+    logging.getLogger("lightning").handlers.clear()
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropAdverts())
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")

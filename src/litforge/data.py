@@ -1,0 +1,355 @@
+"""In-memory tabular data: sources (scikit-learn's bundled sets, synthetic, CSV) and their splits."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from litforge.errors import UserError
+
+TASKS = ("regression", "classification")
+
+
+class InMemoryLoader:
+    """Batches of (x, y) sliced from tensors: one indexing operation per batch, no workers.
+
+    The order of an epoch is a function of (seed, epoch) alone, so a resumed run sees the same
+    batches as an uninterrupted one. Lightning calls `sampler.set_epoch(epoch)` before each epoch.
+    With `world_size > 1` each rank takes its own disjoint shard of the epoch's permutation.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        equal_shards: bool = False,
+    ) -> None:
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        n = len(x)
+        # training ranks must take the same number of steps, so each gets floor(n / world_size)
+        # samples; evaluation ranks may differ in length (metrics are summed over ranks).
+        if equal_shards:
+            self.num_samples = n // world_size
+        else:
+            self.num_samples = len(range(rank, n, world_size))
+        self.epoch = 0
+        self.sampler = self  # where Lightning looks for `set_epoch`
+        self.batch_sampler = None  # Lightning reads it next to `sampler`
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def batch_sizes(self) -> list[int]:
+        """Sizes of this epoch's batches, in order (the last may be short)."""
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return [self.batch_size] * full + ([rest] if rest else [])
+
+    def indices(self) -> Tensor | None:
+        """This rank's sample indices for the current epoch, or None for the plain order."""
+        n = len(self.x)
+        if not self.shuffle and self.world_size == 1:
+            return None
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+            order = torch.randperm(n, generator=generator)
+        else:
+            order = torch.arange(n)
+        return order[self.rank :: self.world_size][: self.num_samples].to(self.x.device)
+
+    def __iter__(self):
+        index = self.indices()
+        for start in range(0, self.num_samples, self.batch_size):
+            stop = min(start + self.batch_size, self.num_samples)
+            if index is None:  # contiguous slices are views: no copy at all
+                yield self.x[start:stop], self.y[start:stop]
+            else:
+                rows = index[start:stop]
+                yield self.x[rows], self.y[rows]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct, reproducible seed for every (seed, epoch) pair."""
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def split_indices(
+    n: int, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Disjoint train/val/test indices that cover range(n); the same for the same seed."""
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    order = np.random.default_rng(seed).permutation(n)
+    return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]
+
+
+class TabularDataModule(L.LightningDataModule):
+    """Features X (n × d) and a target y held in memory, split, and standardized on train only.
+
+    Subclasses say where the data comes from by implementing `load()`.
+    """
+
+    task: str = "regression"
+
+    def __init__(
+        self,
+        batch_size: int | str = 64,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 0,
+        shuffle: bool = True,
+        order_seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.seed = seed  # decides the split
+        self.shuffle = shuffle
+        self.order_seed = seed if order_seed is None else order_seed  # decides the batch order
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.classes: list = []
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return features (n, d) and target (n,)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:  # idempotent: build() calls it first to learn the data's shape
+            return
+        x, y = self.load()
+        x = np.asarray(x, dtype=np.float64)
+        train, val, test = split_indices(len(x), self.val_fraction, self.test_fraction, self.seed)
+        # statistics of the training split only, so val/test never leak into training
+        self.x_mean = x[train].mean(axis=0)
+        self.x_std = x[train].std(axis=0)
+        self.x_std[self.x_std == 0] = 1.0  # constant columns (e.g. blank digit pixels) stay 0
+        x = (x - self.x_mean) / self.x_std
+        if self.task == "classification":
+            self.classes, codes = np.unique(y, return_inverse=True)
+            y = torch.as_tensor(codes, dtype=torch.long)
+            self.y_mean, self.y_std = 0.0, 1.0
+        else:
+            y = np.asarray(y, dtype=np.float64)
+            self.y_mean, self.y_std = float(y[train].mean()), float(y[train].std() or 1.0)
+            y = torch.as_tensor((y - self.y_mean) / self.y_std, dtype=torch.float32)
+        x = torch.as_tensor(x, dtype=torch.float32)
+        for name, rows in (("train", train), ("val", val), ("test", test)):
+            self.splits[name] = (x[rows], y[rows])
+
+    @property
+    def num_features(self) -> int:
+        return self.splits["train"][0].shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def train_batch_size(self) -> int:
+        """`batch_size: full` is full-batch gradient descent: one step per epoch."""
+        n = len(self.splits["train"][0])
+        return n if self.batch_size == "full" else min(int(self.batch_size), n)
+
+    def _loader(self, split: str, train: bool) -> InMemoryLoader:
+        x, y = self.splits[split]
+        rank, world_size, device, dtype = 0, 1, torch.device("cpu"), x.dtype
+        if self.trainer is not None:
+            rank, world_size = self.trainer.global_rank, self.trainer.world_size
+            device = self.trainer.strategy.root_device
+            if str(self.trainer.precision).startswith("64"):
+                dtype = torch.float64
+        # moved (and cast) once per loader, not once per batch
+        x, y = x.to(device=device, dtype=dtype), y.to(device)
+        if y.is_floating_point():
+            y = y.to(dtype)
+        # evaluation batches only bound memory; their size does not change a metric
+        batch_size = self.train_batch_size() if train else max(self.train_batch_size(), 1024)
+        return InMemoryLoader(
+            x,
+            y,
+            batch_size=batch_size,
+            shuffle=train and self.shuffle,
+            seed=self.order_seed,
+            rank=rank,
+            world_size=world_size,
+            equal_shards=train,
+        )
+
+    def train_dataloader(self) -> InMemoryLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> InMemoryLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> InMemoryLoader:
+        return self._loader("test", train=False)
+
+
+class SklearnDataModule(TabularDataModule):
+    """One of scikit-learn's bundled data sets (shipped with the package, never downloaded)."""
+
+    LOADERS = {
+        "diabetes": ("load_diabetes", "regression"),
+        "digits": ("load_digits", "classification"),
+        "wine": ("load_wine", "classification"),
+        "breast_cancer": ("load_breast_cancer", "classification"),
+    }
+
+    def __init__(self, name: str, **kwargs) -> None:
+        if name not in self.LOADERS:
+            raise UserError(
+                f"data.name={name!r} is not a bundled data set; choose one of "
+                f"{', '.join(self.LOADERS)}."
+            )
+        super().__init__(**kwargs)
+        self.name = name
+        self.task = self.LOADERS[name][1]
+        self.save_hyperparameters(logger=False)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        import sklearn.datasets
+
+        loader = getattr(sklearn.datasets, self.LOADERS[self.name][0])
+        x, y = loader(return_X_y=True)
+        return x, y
+
+
+class SyntheticDataModule(TabularDataModule):
+    """y = X w + b + noise with X ~ N(0, 1); the true w and b are drawn from `seed`.
+
+    |w_i| ~ U(weight_low, weight_high) with a random sign, b ~ U(-bias, bias),
+    noise ~ N(0, noise²). Standardization is undone by `unstandardize()` to compare with w, b.
+    """
+
+    task = "regression"
+
+    def __init__(
+        self,
+        n: int = 1000,
+        num_features: int = 8,
+        noise: float = 0.1,
+        weight_low: float = 0.5,
+        weight_high: float = 2.0,
+        bias: float = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.n, self.d, self.noise = n, num_features, noise
+        self.weight_low, self.weight_high, self.bias = weight_low, weight_high, bias
+        self.save_hyperparameters(logger=False)
+        rng = np.random.default_rng(self.seed)
+        signs = rng.choice([-1.0, 1.0], size=self.d)
+        self.true_w = signs * rng.uniform(weight_low, weight_high, size=self.d)
+        self.true_b = float(rng.uniform(-bias, bias))
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, 1])  # a stream apart from the one for w, b
+        x = rng.standard_normal((self.n, self.d))
+        y = x @ self.true_w + self.true_b + self.noise * rng.standard_normal(self.n)
+        return x, y
+
+    def unstandardize(self, w: np.ndarray, b: float) -> tuple[np.ndarray, float]:
+        """Map a linear model on standardized x, y back to the data's own units."""
+        w_raw = w * self.y_std / self.x_std
+        b_raw = self.y_mean + self.y_std * b - float(w_raw @ self.x_mean)
+        return w_raw, b_raw
+
+
+class CSVDataModule(TabularDataModule):
+    """Your own table: every column but `target` is a numeric feature."""
+
+    def __init__(self, path: str, target: str, task: str = "regression", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if task not in TASKS:
+            raise UserError(f"data.task={task!r} is not a task; use one of {', '.join(TASKS)}.")
+        self.path, self.target, self.task = path, target, task
+        self.save_hyperparameters(logger=False)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        return read_csv(Path(self.path), self.target, self.task)
+
+
+def read_csv(path: Path, target: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read a numeric CSV with a header row; every problem is a UserError that says the fix."""
+    import csv
+
+    if not path.is_file():
+        raise UserError(f"data.path={str(path)!r} does not exist; give the path of a CSV file.")
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise UserError(f"{path} is empty; it needs a header row and at least one data row.")
+    header, body = [name.strip() for name in rows[0]], rows[1:]
+    if not body:
+        raise UserError(f"{path} has a header but no data rows.")
+    if target not in header:
+        raise UserError(
+            f"data.target={target!r} is not a column of {path}; its columns are {header}."
+        )
+    columns = list(zip(*[row + [""] * (len(header) - len(row)) for row in body], strict=False))
+    values = {}
+    for name, cells in zip(header, columns, strict=False):
+        missing = sum(1 for cell in cells if cell.strip() == "")
+        if missing:
+            raise UserError(
+                f"column {name!r} of {path} has {missing} missing value(s) in {len(cells)} rows; "
+                "fill or drop them before training."
+            )
+        if name == target and task == "classification":
+            values[name] = np.array([cell.strip() for cell in cells])
+            continue
+        try:
+            values[name] = np.array([float(cell) for cell in cells])
+        except ValueError:
+            bad = next(cell for cell in cells if not _is_float(cell))
+            raise UserError(
+                f"column {name!r} of {path} is not numeric (e.g. {bad!r}); encode it as numbers "
+                "or remove it."
+            ) from None
+    y = values.pop(target)
+    if task == "classification":
+        y = _class_labels(y, target, path)
+    x = np.stack(list(values.values()), axis=1) if values else np.empty((len(y), 0))
+    if x.shape[1] == 0:
+        raise UserError(f"{path} has no feature columns besides the target {target!r}.")
+    return x, y
+
+
+def _class_labels(y: np.ndarray, target: str, path: Path) -> np.ndarray:
+    if all(_is_float(v) for v in y):
+        numbers = np.array([float(v) for v in y])
+        if not np.all(numbers == np.round(numbers)):
+            raise UserError(
+                f"data.task=classification but target {target!r} of {path} holds non-integer "
+                "numbers; use data.task=regression, or integer class labels."
+            )
+        y = numbers.astype(np.int64)
+    if len(np.unique(y)) < 2:
+        raise UserError(
+            f"target {target!r} of {path} has a single class ({y[0]!r}); classification needs "
+            "at least two."
+        )
+    return y
+
+
+def _is_float(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,45 @@
+"""Per-epoch metrics of a run, kept in the checkpoint so a resumed run keeps its history."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+
+class EpochHistory(Callback):
+    """Records `train/loss` and every `val/*` metric at the end of each training epoch."""
+
+    def __init__(self, monitor: str = "val/loss", mode: str = "min") -> None:
+        self.monitor, self.mode = monitor, mode
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        for name, value in trainer.callback_metrics.items():
+            if name == "train/loss" or name.startswith("val/"):
+                row[name] = float(value)
+        self.rows.append(row)
+
+    def best(self) -> dict[str, float] | None:
+        """The row of the best monitored value (the first, on ties), as ModelCheckpoint keeps."""
+        scored = [r for r in self.rows if math.isfinite(r.get(self.monitor, math.nan))]
+        if not scored:
+            return None
+        pick = min if self.mode == "min" else max
+        return pick(scored, key=lambda r: r[self.monitor])
+
+    def columns(self) -> dict[str, list[float]]:
+        """The history as columns: {"epoch": [...], "val/loss": [...], ...}."""
+        names = dict.fromkeys(name for row in self.rows for name in row)
+        return {name: [row.get(name, math.nan) for row in self.rows] for name in names}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])

@@ -1,0 +1,175 @@
+"""The networks (plain nn.Modules) and the two thin LightningModules that train them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+def mlp(
+    in_features: int,
+    out_features: int,
+    hidden_dims: Sequence[int] = (),
+    dropout: float = 0.0,
+    activation: str = "relu",
+) -> nn.Sequential:
+    """Linear -> activation -> dropout, per hidden layer; `hidden_dims=[]` is a linear model."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for hidden in hidden_dims:
+        layers += [nn.Linear(width, hidden), ACTIVATIONS[activation]()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = hidden
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+class TabularModule(L.LightningModule):
+    """Shared steps; subclasses define the loss, the metrics and the output width."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable | None,
+        monitor: str,
+        metrics: MetricCollection,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.monitor = monitor
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def loss(self, output: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def for_metrics(self, output: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(prediction, target) in the form and units the metrics expect."""
+        return output, y
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = self.loss(self(x), y)
+        # the epoch mean is weighted by batch size, so a short last batch counts for what it holds
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss * self.accumulation_weight(batch_idx, len(y))
+
+    def accumulation_weight(self, batch_idx: int, batch_size: int) -> float:
+        """Scale so an accumulation group's gradient is the mean over exactly its samples.
+
+        Lightning divides every loss by k = accumulate_grad_batches. That is right when all k
+        batches hold b samples, but an epoch can end in a short batch or a short group of fewer
+        than k batches, whose summed gradient would then be too small. Weighting each batch by
+        k * len(batch) / samples_in_group makes the sum equal the mean over the group's samples.
+        """
+        k = self.trainer.accumulate_grad_batches
+        sizes = getattr(self.trainer.train_dataloader, "batch_sizes", None)
+        if k == 1 or sizes is None:  # one batch per step, or a loader we can't see into
+            return 1.0
+        first = batch_idx // k * k
+        return k * batch_size / sum(sizes()[first : first + k])
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_loss, self.val_metrics, "val/loss")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_loss, self.test_metrics, "test/loss")
+
+    def _evaluate(self, batch, loss_metric: MeanMetric, metrics: MetricCollection, name: str):
+        x, y = batch
+        output = self(x)
+        # MeanMetric weighted by batch size: the exact mean over the split, summed over ranks
+        loss_metric.update(self.loss(output, y), weight=len(y))
+        metrics.update(*self.for_metrics(output, y))
+        self.log(name, loss_metric, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
+        }
+
+
+class RegressionModule(TabularModule):
+    """MSE on the standardized target; MSE, MAE and R² in the target's own units."""
+
+    def __init__(
+        self,
+        num_features: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable | None = None,
+        hidden_dims: Sequence[int] = (64, 64),
+        dropout: float = 0.0,
+        activation: str = "relu",
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+        monitor: str = "val/loss",
+    ) -> None:
+        metrics = MetricCollection(
+            {"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()}
+        )
+        net = mlp(num_features, 1, list(hidden_dims), dropout, activation)
+        super().__init__(net, optimizer, scheduler, monitor, metrics)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).squeeze(-1)  # (batch,)
+
+    def loss(self, output: Tensor, y: Tensor) -> Tensor:
+        # mean over the batch of the squared residual, in standardized target units
+        return F.mse_loss(output, y, reduction="mean")
+
+    def for_metrics(self, output: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        scale, shift = self.hparams.target_std, self.hparams.target_mean
+        return output * scale + shift, y * scale + shift
+
+
+class ClassificationModule(TabularModule):
+    """Cross-entropy on logits; accuracy and macro F1."""
+
+    def __init__(
+        self,
+        num_features: int,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable | None = None,
+        hidden_dims: Sequence[int] = (64, 64),
+        dropout: float = 0.0,
+        activation: str = "relu",
+        monitor: str = "val/loss",
+    ) -> None:
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+        net = mlp(num_features, num_classes, list(hidden_dims), dropout, activation)
+        super().__init__(net, optimizer, scheduler, monitor, metrics)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+
+    def loss(self, output: Tensor, y: Tensor) -> Tensor:
+        # mean over the batch of -log p(true class), in nats
+        return F.cross_entropy(output, y, reduction="mean")

@@ -1,0 +1,151 @@
+"""What a run leaves behind for people and sweeps: metrics.json and its TensorBoard HParams entry."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from litforge.history import EpochHistory
+
+STOP_REASONS = {
+    EarlyStoppingReason.STOPPING_THRESHOLD: "threshold",
+    EarlyStoppingReason.PATIENCE_EXHAUSTED: "early_stopping",
+    EarlyStoppingReason.NON_FINITE_METRIC: "divergence",
+    EarlyStoppingReason.DIVERGENCE_THRESHOLD: "divergence",
+}
+
+# knobs every run's HParams entry carries, so all jobs of a sweep share the same keys
+HPARAM_KNOBS = (
+    "seed",
+    "precision",
+    "accumulate_grad_batches",
+    "max_epochs",
+    "optimizer.lr",
+    "data.batch_size",
+    "model.hidden_dims",
+    "model.dropout",
+)
+
+
+class RunRecord:
+    """metrics.json of one run; `write()` is safe to call on every exit path."""
+
+    def __init__(self, output_dir: Path, monitor: str, overrides: list[str]) -> None:
+        self.path = Path(output_dir) / "metrics.json"
+        self.started = time.perf_counter()
+        self.fitted = False
+        self.data: dict[str, Any] = {
+            "status": "running",
+            "error": None,
+            "stopped_by": None,
+            "epochs": 0,
+            "global_step": 0,
+            "monitor": monitor,
+            "best": None,
+            "val": {},
+            "test": {},
+            "overrides": overrides,
+            "wall_time_s": None,
+            "history": {},
+        }
+
+    def update_from(self, trainer: L.Trainer) -> None:
+        """Epochs, steps, best value and why training stopped, as the trainer saw them."""
+        self.fitted = True
+        self.data["epochs"] = trainer.current_epoch
+        self.data["global_step"] = trainer.global_step
+        self.data["stopped_by"] = stopped_by(trainer)
+        history = next((c for c in trainer.callbacks if isinstance(c, EpochHistory)), None)
+        if history is None:
+            return
+        self.data["history"] = history.columns()
+        best = history.best()
+        if best is not None:
+            ckpt = trainer.checkpoint_callback
+            path = getattr(ckpt, "best_model_path", "") or None
+            if path:
+                path = os.path.relpath(path, self.path.parent)
+            monitor = self.data["monitor"]
+            self.data["best"] = {"value": best[monitor], "epoch": best["epoch"], "checkpoint": path}
+            self.data["val"] = {k: v for k, v in best.items() if k.startswith("val/")}
+
+    def finish(self, status: str, error: str | None = None, stopped_by: str | None = None) -> None:
+        self.data["status"] = status
+        self.data["error"] = error
+        if stopped_by is not None:
+            self.data["stopped_by"] = stopped_by
+        self.data["wall_time_s"] = round(time.perf_counter() - self.started, 3)
+
+    @property
+    def best_value(self) -> float:
+        best = self.data["best"]
+        return float(best["value"]) if best else math.nan
+
+    def write(self) -> None:
+        """Write atomically: a reader never sees half a file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(_finite_or_null(self.data), indent=2) + "\n")
+        tmp.replace(self.path)
+
+
+def stopped_by(trainer: L.Trainer) -> str:
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.stopping_reason in STOP_REASONS:
+            return STOP_REASONS[callback.stopping_reason]
+    return "max_epochs"
+
+
+def hparams(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> dict[str, Any]:
+    """The run's chosen group options and knobs, flat, with TensorBoard-friendly values."""
+    params: dict[str, Any] = {
+        group: str(option) for group, option in choices.items() if not group.startswith("hydra")
+    }
+    keys = list(HPARAM_KNOBS)
+    for override in overrides:  # a swept key that is not a group choice or a knob
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key not in params and key not in keys:
+            keys.append(key)
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=None)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        params[key] = value if isinstance(value, int | float | str | bool) else str(value)
+    return params
+
+
+def final_metrics(record: RunRecord, metric_names: list[str]) -> dict[str, float]:
+    """Best monitored value and test metrics under `hp/`; NaN where a run never got there."""
+    metrics = {"hp/best_" + record.data["monitor"].replace("/", "_"): record.best_value}
+    for name in metric_names:
+        metrics[f"hp/{name}"] = float(record.data["test"].get(name, math.nan))
+    return metrics
+
+
+def log_hparams(trainer: L.Trainer, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    """One HParams entry per run with its final metrics (no placeholder hp_metric)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics)
+            logger.finalize("success")
+
+
+def _finite_or_null(value: Any) -> Any:
+    """JSON has no NaN or infinity: write null for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v) for v in value]
+    return value

@@ -1,0 +1,117 @@
+"""python -m litforge.train [overrides]: build, fit, test the best checkpoint, write metrics.json."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import hydra
+from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from litforge.record import RunRecord
+
+log = logging.getLogger("litforge")
+
+
+def fit_and_test(
+    datamodule: L.LightningDataModule,
+    module: L.LightningModule,
+    trainer: L.Trainer,
+    record: RunRecord,
+    ckpt_path: str | None = None,
+) -> RunRecord:
+    """Fit (resuming from `ckpt_path` if given), then test the best checkpoint on the test split.
+
+    Without a checkpoint callback the final weights are tested.
+    """
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    # read the fit now: testing best.ckpt rewinds the callbacks' state to that epoch
+    record.update_from(trainer)
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+    record.data["test"] = {name: float(value) for name, value in test.items()}
+    return record
+
+
+def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = None) -> RunRecord:
+    """Everything `python -m litforge.train` does once Hydra has composed `cfg`.
+
+    metrics.json is written on every way out: completed, failed or interrupted.
+    """
+    import lightning as L
+    import torch
+
+    from litforge import build
+    from litforge.record import RunRecord, final_metrics, hparams, log_hparams
+
+    record = RunRecord(Path(cfg.output_dir), cfg.monitor, list(overrides))
+    trainer = module = params = None
+    torch.set_num_threads(cfg.threads)
+    try:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule = build.datamodule(cfg)
+        module = build.module(cfg, datamodule)
+        trainer = build.trainer(cfg)
+        params = hparams(cfg, choices or {}, list(overrides))
+        for logger in trainer.loggers:  # hparams.yaml; the HParams entry comes with the metrics
+            logger.log_hyperparams(params)
+        fit_and_test(datamodule, module, trainer, record, cfg.ckpt_path)
+        record.finish("completed")
+    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
+        if trainer is not None and not record.fitted:
+            record.update_from(trainer)
+        record.finish("interrupted", error="interrupted by the user", stopped_by="interrupt")
+        raise
+    except BaseException as err:
+        if trainer is not None and not record.fitted:
+            record.update_from(trainer)
+        record.finish("failed", error=error_text(err), stopped_by="error")
+        raise
+    finally:
+        record.write()
+        if params is not None:
+            names = ["test/loss", *module.test_metrics.keys()]
+            log_hparams(trainer, params, final_metrics(record, names))
+    log.info("metrics.json: %s", record.path)
+    return record
+
+
+def error_text(err: BaseException) -> str:
+    from litforge.errors import UserError
+
+    return str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    # heavy imports (torch, lightning) only now that Hydra has composed the config, so --help,
+    # --cfg and config errors answer at once
+    from hydra.core.hydra_config import HydraConfig
+
+    from litforge.errors import UserError
+
+    hydra_cfg = HydraConfig.get()
+    try:
+        record = train(cfg, list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices))
+    except UserError as err:
+        raise_or_exit(err, hydra_cfg)
+    return record.best_value
+
+
+def raise_or_exit(err: Exception, hydra_cfg) -> None:
+    """A user's mistake ends a single run with its message and exit code 2, no traceback."""
+    from hydra.types import RunMode
+
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        raise err
+    print(f"litforge: error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Compose the real config from conf/ and run the real pipeline, in-process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import litforge
+
+ROOT = Path(litforge.__file__).resolve().parents[2]
+CONF = ROOT / "conf"
+
+
+def make_cfg(output_dir: Path, *overrides: str, config_name: str = "train") -> DictConfig:
+    """The config `python -m litforge.train OVERRIDES` would run, writing into output_dir."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose(
+            config_name,
+            overrides=[f"output_dir={output_dir}", *overrides],
+            return_hydra_config=True,
+        )
+
+
+def run_train(output_dir: Path, *overrides: str):
+    """Train as the CLI does (same function, same config) and return the RunRecord."""
+    from litforge.train import train
+
+    cfg = make_cfg(output_dir, *overrides)
+    return train(cfg, list(overrides), dict(cfg.hydra.runtime.choices))
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def cli(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real command line, as a user types it (for the few `slow` tests)."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run"
