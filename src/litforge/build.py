@@ -8,11 +8,11 @@ import warnings
 import lightning as L
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from litforge.data import TabularDataModule
 from litforge.errors import UserError
-from litforge.history import EpochHistory
+from litforge.history import ConfigInCheckpoint, EpochHistory
 from litforge.models import ClassificationModule, RegressionModule, TabularModule
 
 TASK_OF_MODULE = {RegressionModule: "regression", ClassificationModule: "classification"}
@@ -54,12 +54,19 @@ def callbacks(cfg: DictConfig) -> list[Callback]:
     built = [instantiate(c) for c in (cfg.callbacks or {}).values() if c]
     if cfg.early_stopping:
         built.append(instantiate(cfg.early_stopping))
-    return [*built, EpochHistory(cfg.monitor, cfg.monitor_mode)]
+    return [*built, EpochHistory(cfg.monitor, cfg.monitor_mode), ConfigInCheckpoint(resolved(cfg))]
+
+
+def resolved(cfg: DictConfig) -> dict:
+    """The run's config as plain data, interpolations resolved, Hydra's own node left out."""
+    keys = [key for key in cfg if key != "hydra"]
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
 
 
 def trainer(cfg: DictConfig, with_logger: bool = True) -> L.Trainer:
     """The Trainer with the configured device, precision, callbacks and logger."""
     quiet_lightning()
+    check_accelerator(str(cfg.trainer.accelerator))
     cbs = callbacks(cfg)
     logger = instantiate(cfg.logger) if with_logger and cfg.logger else False
     if not logger:  # the learning-rate monitor refuses to run without a logger
@@ -71,6 +78,23 @@ def trainer(cfg: DictConfig, with_logger: bool = True) -> L.Trainer:
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in cbs),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in cbs),
     )
+
+
+def check_accelerator(accelerator: str) -> None:
+    """Say which device= to use instead, before Lightning's deeper error."""
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={accelerator} needs a CUDA GPU and torch sees none "
+            "(torch.cuda.is_available() is False); use device=cpu, or device=auto to take a GPU "
+            "only where there is one."
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise UserError(
+            "device=mps needs Apple silicon with Metal (torch.backends.mps.is_available() is "
+            "False); use device=cpu or device=auto."
+        )
 
 
 class _DropAdverts(logging.Filter):

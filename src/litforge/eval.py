@@ -1,9 +1,14 @@
-"""python -m litforge.eval ckpt_path=PATH: test a checkpoint on the test split it was trained for."""
+"""python -m litforge.eval ckpt_path=PATH: test a checkpoint on the test split it was trained for.
+
+The checkpoint carries its run's resolved config: data, split, model and precision are rebuilt
+from it, so the test metrics are those of the run.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -11,21 +16,30 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def run_config(ckpt_path: Path) -> DictConfig:
-    """The composed config of the run that wrote `ckpt_path` (RUN/checkpoints/NAME.ckpt)."""
+    """The resolved config stored in the checkpoint by the run that wrote it."""
+    import torch
+
     from litforge.errors import UserError
+    from litforge.history import ConfigInCheckpoint
 
     if not ckpt_path.is_file():
         raise UserError(
             f"ckpt_path={str(ckpt_path)!r} does not exist; pass a .ckpt file from a run's "
             "checkpoints/ folder, e.g. outputs/runs/<run>/checkpoints/best.ckpt."
         )
-    saved = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
-    if not saved.is_file():
+    try:  # weights_only: a checkpoint is data; never run code found in one
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as err:
         raise UserError(
-            f"no run config at {saved}: evaluate a checkpoint inside the run folder that wrote "
-            "it (RUN/checkpoints/*.ckpt beside RUN/.hydra/config.yaml)."
+            f"ckpt_path={str(ckpt_path)!r} is not a readable checkpoint ({type(err).__name__}); "
+            "pass a .ckpt written by litforge.train."
+        ) from None
+    if ConfigInCheckpoint.KEY not in checkpoint:
+        raise UserError(
+            f"{ckpt_path} has no litforge config inside; pass a checkpoint written by "
+            "litforge.train."
         )
-    return OmegaConf.load(saved)
+    return OmegaConf.create(checkpoint[ConfigInCheckpoint.KEY])
 
 
 def evaluate(ckpt_path: Path, output_dir: Path) -> dict[str, float]:
@@ -38,7 +52,11 @@ def evaluate(ckpt_path: Path, output_dir: Path) -> dict[str, float]:
     datamodule = build.datamodule(cfg)
     module = build.module(cfg, datamodule)
     trainer = build.trainer(cfg, with_logger=False)
-    (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt_path), weights_only=True)
+    with warnings.catch_warnings():  # testing needs none of the training callbacks it names
+        warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
+        (test,) = trainer.test(
+            module, datamodule=datamodule, ckpt_path=str(ckpt_path), weights_only=True
+        )
     return {name: float(value) for name, value in test.items()}
 
 

@@ -1,4 +1,4 @@
-"""Per-epoch metrics of a run, kept in the checkpoint so a resumed run keeps its history."""
+"""Callbacks that keep a run's story in its checkpoints: per-epoch metrics and the config."""
 
 from __future__ import annotations
 
@@ -43,3 +43,15 @@ class EpochHistory(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict["rows"])
+
+
+class ConfigInCheckpoint(Callback):
+    """Stores the run's resolved config (plain dicts) in every checkpoint, for `litforge.eval`."""
+
+    KEY = "litforge_config"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[self.KEY] = self.config
