@@ -12,13 +12,16 @@ from conftest import CONF, cli, make_cfg
 from litforge import build
 from litforge.data import TabularDataModule
 from litforge.errors import UserError
-from litforge.models import ClassificationModule, RegressionModule, TabularModule
+from litforge.models import ClassificationModule, RegressionModule
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
 REGRESSION_DATA = {"diabetes", "synthetic", "csv"}
-HARDWARE = {"gpu": torch.cuda.is_available, "ddp": torch.cuda.is_available,
-            "mps": torch.backends.mps.is_available}
+HARDWARE = {
+    "gpu": torch.cuda.is_available,
+    "ddp": torch.cuda.is_available,
+    "mps": torch.backends.mps.is_available,
+}
 
 
 def overrides_for(group: str, option: str, tmp_path: Path) -> list[str]:
@@ -36,11 +39,36 @@ def overrides_for(group: str, option: str, tmp_path: Path) -> list[str]:
 
 
 def test_every_group_has_options():
-    expected = {"data", "model", "optimizer", "device", "descent", "scheduler", "callbacks",
-                "early_stopping", "logger", "experiment", "debug", "trainer"}
+    expected = {
+        "data",
+        "model",
+        "optimizer",
+        "device",
+        "descent",
+        "scheduler",
+        "callbacks",
+        "early_stopping",
+        "logger",
+        "experiment",
+        "debug",
+        "trainer",
+    }
     assert expected <= set(GROUPS)
-    assert {o for g, o in OPTIONS if g == "optimizer"} >= {"sgd", "momentum", "rmsprop", "adam", "adamw"}
-    assert {o for g, o in OPTIONS if g == "device"} >= {"cpu", "gpu", "mps", "auto", "ddp", "ddp_cpu"}
+    assert {o for g, o in OPTIONS if g == "optimizer"} >= {
+        "sgd",
+        "momentum",
+        "rmsprop",
+        "adam",
+        "adamw",
+    }
+    assert {o for g, o in OPTIONS if g == "device"} >= {
+        "cpu",
+        "gpu",
+        "mps",
+        "auto",
+        "ddp",
+        "ddp_cpu",
+    }
 
 
 def test_every_yaml_file_starts_with_a_comment_saying_what_it_selects():
@@ -58,7 +86,9 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
     datamodule = build.datamodule(cfg)
     assert isinstance(datamodule, TabularDataModule)
     module = build.module(cfg, datamodule)
-    assert isinstance(module, RegressionModule if datamodule.task == "regression" else ClassificationModule)
+    assert isinstance(
+        module, RegressionModule if datamodule.task == "regression" else ClassificationModule
+    )
     optimizers = module.configure_optimizers()
     optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
     assert isinstance(optimizer, torch.optim.Optimizer)
@@ -74,7 +104,11 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
 def test_top_level_knobs_reach_the_trainer(tmp_path):
     cfg = make_cfg(tmp_path, "precision=64", "accumulate_grad_batches=4", "max_epochs=7")
     trainer = build.trainer(cfg)
-    assert (trainer.precision, trainer.accumulate_grad_batches, trainer.max_epochs) == ("64-true", 4, 7)
+    assert (trainer.precision, trainer.accumulate_grad_batches, trainer.max_epochs) == (
+        "64-true",
+        4,
+        7,
+    )
 
 
 def test_descent_modes_set_the_batch_size(tmp_path):
@@ -115,7 +149,11 @@ def test_unknown_option_fails_with_hydras_message(tmp_path):
 
 
 def test_unknown_key_fails_with_hydras_message(tmp_path):
-    with pytest.raises(ConfigCompositionException, match=r"Could not override 'optimizer.lrr'.\nTo append to your config use \+optimizer.lrr=0.1"):
+    with pytest.raises(
+        ConfigCompositionException,
+        match=r"Could not override 'optimizer.lrr'.\nTo append to your config use "
+        r"\+optimizer.lrr=0.1",
+    ):
         make_cfg(tmp_path, "optimizer.lrr=0.1")
 
 
@@ -137,7 +175,11 @@ def test_composed_config_matches_the_defaults(tmp_path):
     cfg = make_cfg(tmp_path)
     plain = OmegaConf.to_container(cfg, resolve=False)
     del plain["hydra"]
-    assert plain["optimizer"] == {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.001,
-                                  "weight_decay": 0.0}
+    assert plain["optimizer"] == {
+        "_target_": "torch.optim.Adam",
+        "_partial_": True,
+        "lr": 0.001,
+        "weight_decay": 0.0,
+    }
     assert plain["trainer"]["accelerator"] == "cpu" and plain["data"]["name"] == "digits"
     assert plain["trainer"]["max_epochs"] == "${max_epochs}"

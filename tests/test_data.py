@@ -98,7 +98,9 @@ def write(tmp_path, text):
 
 def test_csv_classification_with_string_labels(tmp_path):
     rows = "\n".join(f"{i},{i % 3 * 2.5},{'ab'[i % 2]}" for i in range(40))
-    dm = CSVDataModule(str(write(tmp_path, "a,b,label\n" + rows)), target="label", task="classification")
+    dm = CSVDataModule(
+        str(write(tmp_path, "a,b,label\n" + rows)), target="label", task="classification"
+    )
     dm.setup()
     assert (dm.num_features, dm.num_classes) == (2, 2)
     assert list(dm.classes) == ["a", "b"]

@@ -70,7 +70,15 @@ def test_tensorboard_has_split_scalars_and_an_hparams_entry_with_final_metrics(w
     events = EventAccumulator(str(run_dir))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "val/loss", "val/acc", "val/f1", "test/loss", "test/acc", "test/f1"} <= tags
+    assert {
+        "train/loss",
+        "val/loss",
+        "val/acc",
+        "val/f1",
+        "test/loss",
+        "test/acc",
+        "test/f1",
+    } <= tags
     assert "hp_metric" not in tags
     content = events.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
@@ -87,8 +95,13 @@ def test_tensorboard_has_split_scalars_and_an_hparams_entry_with_final_metrics(w
 
 
 def test_patience_stops_on_a_plateau(tmp_path):
-    run_train(tmp_path, "experiment=synthetic", "max_epochs=200", "early_stopping.patience=3",
-              "early_stopping.min_delta=0.001")
+    run_train(
+        tmp_path,
+        "experiment=synthetic",
+        "max_epochs=200",
+        "early_stopping.patience=3",
+        "early_stopping.min_delta=0.001",
+    )
     metrics = read_metrics(tmp_path)
     losses = metrics["history"]["val/loss"]
     assert metrics["stopped_by"] == "early_stopping"
@@ -98,8 +111,13 @@ def test_patience_stops_on_a_plateau(tmp_path):
 
 
 def test_threshold_stops_at_the_first_epoch_under_the_threshold(tmp_path):
-    run_train(tmp_path, "experiment=synthetic", "max_epochs=200", "early_stopping=threshold",
-              "early_stopping.stopping_threshold=0.01")
+    run_train(
+        tmp_path,
+        "experiment=synthetic",
+        "max_epochs=200",
+        "early_stopping=threshold",
+        "early_stopping.stopping_threshold=0.01",
+    )
     metrics = read_metrics(tmp_path)
     losses = metrics["history"]["val/loss"]
     assert metrics["stopped_by"] == "threshold"
@@ -117,8 +135,9 @@ def test_a_task_mismatch_fails_before_training_and_says_so_in_metrics_json(tmp_p
 
 
 def test_without_callbacks_the_final_weights_are_tested(tmp_path):
-    run_train(tmp_path, "data=wine", "max_epochs=2", "callbacks=none", "logger=csv",
-              "early_stopping=none")
+    run_train(
+        tmp_path, "data=wine", "max_epochs=2", "callbacks=none", "logger=csv", "early_stopping=none"
+    )
     metrics = read_metrics(tmp_path)
     assert metrics["status"] == "completed" and metrics["best"]["checkpoint"] is None
     assert not (tmp_path / "checkpoints").exists()

@@ -1,4 +1,4 @@
-"""The one place that turns config into objects (hydra.utils.instantiate); all below takes plain args."""
+"""The one place that calls hydra.utils.instantiate; everything below it takes plain arguments."""
 
 from __future__ import annotations
 
@@ -108,3 +108,5 @@ def quiet_lightning() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_DropAdverts())
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # small data sets have fewer batches than log_every_n_steps; the epoch metrics still log
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")

@@ -1,4 +1,4 @@
-"""In-memory tabular data: sources (scikit-learn's bundled sets, synthetic, CSV) and their splits."""
+"""In-memory tabular data: sources (sklearn's bundled sets, synthetic, CSV), splits, batches."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one exception type for mistakes a user can fix; the entry points print it without a traceback."""
+"""The exception for mistakes a user can fix; the entry points print it without a traceback."""
 
 
 class UserError(Exception):

@@ -1,4 +1,4 @@
-"""What a run leaves behind for people and sweeps: metrics.json and its TensorBoard HParams entry."""
+"""What a run leaves for people and sweeps: metrics.json and its TensorBoard HParams entry."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""python -m litforge.train [overrides]: build, fit, test the best checkpoint, write metrics.json."""
+"""python -m litforge.train [overrides]: build, fit, test the best checkpoint, metrics.json."""
 
 from __future__ import annotations
 
