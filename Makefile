@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 6006
 
-.PHONY: install train test test-fast sweep tensorboard lint format clean
+.PHONY: install train test test-fast sweep tensorboard lint format rename clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests scripts
 	$(VENV)/bin/ruff check --fix src tests scripts
+
+# Make the template your own project: make rename NAME=my_project
+rename:
+	@test -n "$(NAME)" || (echo "usage: make rename NAME=my_project" && exit 2)
+	$(PYTHON) scripts/rename.py $(NAME)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

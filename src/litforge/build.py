@@ -67,6 +67,7 @@ def trainer(cfg: DictConfig, with_logger: bool = True) -> L.Trainer:
     """The Trainer with the configured device, precision, callbacks and logger."""
     quiet_lightning()
     check_accelerator(str(cfg.trainer.accelerator))
+    strategy = strategy_for_sweeps(cfg.trainer.strategy)
     cbs = callbacks(cfg)
     logger = instantiate(cfg.logger) if with_logger and cfg.logger else False
     if not logger:  # the learning-rate monitor refuses to run without a logger
@@ -75,9 +76,28 @@ def trainer(cfg: DictConfig, with_logger: bool = True) -> L.Trainer:
         cfg.trainer,
         callbacks=cbs,
         logger=logger,
+        strategy=strategy,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in cbs),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in cbs),
     )
+
+
+def strategy_for_sweeps(strategy: str) -> str:
+    """DDP inside a local multirun job starts its processes with ddp_spawn.
+
+    Lightning's `ddp` starts the other processes by re-running the command line, which inside a
+    Hydra multirun would start the whole sweep again. Under SLURM (hydra/launcher=slurm), SLURM
+    starts one task per device itself and `ddp` stays.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if strategy == "ddp" and multirun and not SLURMEnvironment.detect():
+        logging.getLogger("litforge").info("DDP inside a local sweep job: using ddp_spawn")
+        return "ddp_spawn"
+    return strategy
 
 
 def check_accelerator(accelerator: str) -> None:

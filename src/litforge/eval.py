@@ -42,12 +42,16 @@ def run_config(ckpt_path: Path) -> DictConfig:
     return OmegaConf.create(checkpoint[ConfigInCheckpoint.KEY])
 
 
-def evaluate(ckpt_path: Path, output_dir: Path) -> dict[str, float]:
+def evaluate(ckpt_path: Path, output_dir: Path, accelerator: str = "cpu") -> dict[str, float]:
     """Rebuild the run's data and model from its config, restore the weights, test them."""
     from litforge import build
 
     cfg = run_config(ckpt_path)
     cfg.output_dir = str(output_dir)
+    # one process on `accelerator`, whatever the run used (a DDP run's metrics were already
+    # reduced over all processes, so a single one reproduces them)
+    cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.strategy = accelerator, 1, "auto"
+    cfg.trainer.num_nodes = 1
     cfg.callbacks, cfg.early_stopping, cfg.logger = {}, {}, {}
     datamodule = build.datamodule(cfg)
     module = build.module(cfg, datamodule)
@@ -69,7 +73,7 @@ def main(cfg: DictConfig) -> None:
     torch.set_num_threads(1)
     output_dir = Path(cfg.output_dir)
     try:
-        test = evaluate(Path(cfg.ckpt_path), output_dir)
+        test = evaluate(Path(cfg.ckpt_path), output_dir, cfg.accelerator)
     except UserError as err:
         print(f"litforge: error: {err}", file=sys.stderr)
         sys.exit(2)

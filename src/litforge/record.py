@@ -13,6 +13,7 @@ import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from litforge.history import EpochHistory
@@ -92,7 +93,9 @@ class RunRecord:
         return float(best["value"]) if best else math.nan
 
     def write(self) -> None:
-        """Write atomically: a reader never sees half a file."""
+        """Write atomically (a reader never sees half a file), from rank zero only."""
+        if rank_zero_only.rank != 0:  # under DDP every process runs train(); one file
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(_finite_or_null(self.data), indent=2) + "\n")

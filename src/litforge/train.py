@@ -77,7 +77,8 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
         if params is not None:
             names = ["test/loss", *module.test_metrics.keys()]
             log_hparams(trainer, params, final_metrics(record, names))
-    log.info("metrics.json: %s", record.path)
+    if trainer is None or trainer.is_global_zero:
+        log.info("metrics.json: %s", record.path)
     return record
 
 
