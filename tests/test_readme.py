@@ -34,5 +34,7 @@ def test_readme_command_runs(command, tmp_path):
             f"hydra.run.dir={tmp_path / 'run'}",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ]
-    result = cli(*args, timeout=900)
+    rows = "\n".join(f"{i},{i % 5},{3 * i + 2}" for i in range(50))
+    (tmp_path / "my.csv").write_text("size,rooms,price\n" + rows)  # for the CSV example
+    result = cli(*args, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, (command, result.stderr[-3000:])
