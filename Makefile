@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 6006
 
-.PHONY: install train test test-fast sweep tensorboard lint format rename clean
+.PHONY: install train test test-fast sweep tensorboard bench lint format rename clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ sweep: $(STAMP)
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir outputs --host $(HOST) --port $(PORT)
+
+# Throughput, start-up and sweep cost against the limit; writes benchmark.md (takes minutes)
+bench: $(STAMP)
+	$(PY) scripts/benchmark.py $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts
