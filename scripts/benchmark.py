@@ -180,6 +180,9 @@ def run_litforge(cfg, epochs: int) -> float:
     return epochs * n / (time.perf_counter() - start)
 
 
+LOOPS = {"limit": run_limit, "tutorial": run_tutorial}
+
+
 def throughput(repeats: int, quick: bool) -> list[dict]:
     import torch
 
@@ -203,14 +206,14 @@ def throughput(repeats: int, quick: bool) -> list[dict]:
                     cfg = compose(base, Path(tmp))
                     quiet = io.StringIO()  # progress bars and Lightning's logs
                     with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
-                        runs = {
-                            "limit": lambda: run_limit(cfg, epochs),
-                            "tutorial": lambda: run_tutorial(cfg, epochs),
-                            "lightning": lambda: run_vanilla_lightning(cfg, epochs, Path(tmp)),
-                            "litforge": lambda: run_litforge(compose(base, Path(tmp)), epochs),
-                        }
-                        for name, run in runs.items():
-                            samples.setdefault(name, []).append(run())
+                        for name in ("limit", "tutorial", "lightning", "litforge"):
+                            if name == "litforge":  # composed afresh: build() mutates nothing
+                                rate = run_litforge(compose(base, Path(tmp)), epochs)
+                            elif name == "lightning":
+                                rate = run_vanilla_lightning(cfg, epochs, Path(tmp))
+                            else:
+                                rate = LOOPS[name](cfg, epochs)
+                            samples.setdefault(name, []).append(rate)
             medians = {name: statistics.median(v) for name, v in samples.items()}
             rows.append({"workload": workload, "batch": batch, "epochs": epochs, **medians})
             print(
