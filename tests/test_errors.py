@@ -179,7 +179,7 @@ CASES = [
     case(
         "single class",
         ["data=csv", "data.target=y", "data.task=classification", "data.path={tmp}/one_class.csv"],
-        ["single class", "at least two"],
+        ["has a single class (1)", "at least two"],
     ),
     case(
         "float target for classification",
@@ -222,7 +222,10 @@ CASES = [
     case(
         "misspelt _target_",
         ["model._target_=litforge.models.ClassifierModule"],
-        ["model._target_='litforge.models.ClassifierModule' cannot be imported"],
+        [
+            "model._target_='litforge.models.ClassifierModule' cannot be imported",
+            "did you mean litforge.models.ClassificationModule?",
+        ],
     ),
     case(
         "unknown monitor", ["monitor=val/accuracy"], ["monitor='val/accuracy'", "val/acc, val/f1"]

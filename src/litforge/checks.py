@@ -9,6 +9,8 @@ training or writing anything.
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import logging
 import math
 import os
@@ -33,7 +35,7 @@ WHOLE_NUMBERS = {
     "seed": (0, "the seed of model initialisation and batch order", "seed=0"),
     "max_epochs": (1, "the number of training epochs", "max_epochs=50"),
     "accumulate_grad_batches": (1, "batches per optimizer step", "accumulate_grad_batches=1"),
-    "threads": (1, "torch's CPU threads", "threads=1"),
+    "threads": (1, "the number of CPU threads torch uses", "threads=1"),
 }
 
 
@@ -127,11 +129,20 @@ def check_targets_import(cfg: DictConfig) -> None:
         try:
             _locate(target)
         except Exception as err:
-            cause = err.__cause__ or err
+            module_name, _, name = target.rpartition(".")
+            try:
+                names = dir(importlib.import_module(module_name))
+            except Exception:  # the module itself is missing or broken: say what Python said
+                cause = err.__cause__ or err
+                problem = f"{type(cause).__name__}: {cause}"
+            else:
+                close = difflib.get_close_matches(name, names, n=1)
+                problem = f"{module_name} has no {name}" + (
+                    f"; did you mean {module_name}.{close[0]}?" if close else ""
+                )
             raise UserError(
-                f"{path}._target_={target!r} cannot be imported "
-                f"({type(cause).__name__}: {cause}); check its spelling and that its module "
-                "is installed."
+                f"{path}._target_={target!r} cannot be imported ({problem}); check its spelling "
+                "and that its module is installed."
             ) from err
 
 

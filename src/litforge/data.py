@@ -369,8 +369,8 @@ def _class_labels(y: np.ndarray, target: str, path: Path) -> np.ndarray:
         y = numbers.astype(np.int64)
     if len(np.unique(y)) < 2:
         raise UserError(
-            f"target {target!r} of {path} has a single class ({y[0]!r}); classification needs "
-            "at least two."
+            f"target {target!r} of {path} has a single class ({y[0].item()!r}); classification "
+            "needs at least two."
         )
     return y
 
