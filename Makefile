@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 6006
 
-.PHONY: install train test test-fast sweep tensorboard bench lint format rename clean
+.PHONY: install train check-config test test-fast sweep tensorboard bench lint format rename clean
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 train: $(STAMP)
 	$(PY) -m litforge.train $(ARGS)
+
+# Validate a configuration (every job of a sweep) without training: make check-config ARGS="..."
+check-config: $(STAMP)
+	$(PY) -m litforge.checks $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)

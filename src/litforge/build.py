@@ -10,8 +10,9 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from litforge import checks
 from litforge.data import TabularDataModule
-from litforge.errors import UserError
+from litforge.divergence import StopOnDivergence
 from litforge.history import ConfigInCheckpoint, EpochHistory
 from litforge.models import ClassificationModule, RegressionModule, TabularModule
 
@@ -22,18 +23,14 @@ def datamodule(cfg: DictConfig) -> TabularDataModule:
     """The data, loaded and split (the model's input and output sizes come from it)."""
     dm = instantiate(cfg.data, order_seed=cfg.seed)
     dm.setup("fit")
+    k = cfg.trainer.get("accumulate_grad_batches", 1)
+    checks.check_accumulation(len(dm.splits["train"][0]), dm.batch_size, k)
     return dm
 
 
 def module(cfg: DictConfig, dm: TabularDataModule) -> TabularModule:
     """The LightningModule, sized by the data: num_features, num_classes, target scale."""
-    task = TASK_OF_MODULE.get(get_class(cfg.model._target_))
-    if task is not None and task != dm.task:
-        fix = "regression" if dm.task == "regression" else "classification"
-        raise UserError(
-            f"model={task} does not fit the data, which is a {dm.task} task; "
-            f"use model={fix} (or an experiment=... that sets both)."
-        )
+    checks.check_task(TASK_OF_MODULE.get(get_class(cfg.model._target_)), dm.task)
     sizes = {"num_features": dm.num_features}
     if dm.task == "classification":
         sizes["num_classes"] = dm.num_classes
@@ -54,7 +51,8 @@ def callbacks(cfg: DictConfig) -> list[Callback]:
     built = [instantiate(c) for c in (cfg.callbacks or {}).values() if c]
     if cfg.early_stopping:
         built.append(instantiate(cfg.early_stopping))
-    return [*built, EpochHistory(cfg.monitor, cfg.monitor_mode), ConfigInCheckpoint(resolved(cfg))]
+    history = EpochHistory(cfg.monitor, cfg.monitor_mode)
+    return [*built, history, ConfigInCheckpoint(resolved(cfg)), StopOnDivergence()]
 
 
 def resolved(cfg: DictConfig) -> dict:
@@ -66,7 +64,7 @@ def resolved(cfg: DictConfig) -> dict:
 def trainer(cfg: DictConfig, with_logger: bool = True) -> L.Trainer:
     """The Trainer with the configured device, precision, callbacks and logger."""
     quiet_lightning()
-    check_accelerator(str(cfg.trainer.accelerator))
+    checks.check_accelerator(str(cfg.trainer.accelerator))
     strategy = strategy_for_sweeps(cfg.trainer.strategy)
     cbs = callbacks(cfg)
     logger = instantiate(cfg.logger) if with_logger and cfg.logger else False
@@ -98,23 +96,6 @@ def strategy_for_sweeps(strategy: str) -> str:
         logging.getLogger("litforge").info("DDP inside a local sweep job: using ddp_spawn")
         return "ddp_spawn"
     return strategy
-
-
-def check_accelerator(accelerator: str) -> None:
-    """Say which device= to use instead, before Lightning's deeper error."""
-    import torch
-
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise UserError(
-            f"trainer.accelerator={accelerator} needs a CUDA GPU and torch sees none "
-            "(torch.cuda.is_available() is False); use device=cpu, or device=auto to take a GPU "
-            "only where there is one."
-        )
-    if accelerator == "mps" and not torch.backends.mps.is_available():
-        raise UserError(
-            "device=mps needs Apple silicon with Metal (torch.backends.mps.is_available() is "
-            "False); use device=cpu or device=auto."
-        )
 
 
 class _DropAdverts(logging.Filter):

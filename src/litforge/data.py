@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -10,9 +11,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from litforge.checks import check_split
 from litforge.errors import UserError
 
 TASKS = ("regression", "classification")
+log = logging.getLogger("litforge")
 
 
 class InMemoryLoader:
@@ -89,11 +92,17 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
 
+def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """Rows of the train, val and test splits of n rows."""
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    return n - n_val - n_test, n_val, n_test
+
+
 def split_indices(
     n: int, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Disjoint train/val/test indices that cover range(n); the same for the same seed."""
-    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    _, n_val, n_test = split_sizes(n, val_fraction, test_fraction)
     order = np.random.default_rng(seed).permutation(n)
     return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]
 
@@ -133,6 +142,15 @@ class TabularDataModule(L.LightningDataModule):
             return
         x, y = self.load()
         x = np.asarray(x, dtype=np.float64)
+        n_train = check_split(len(x), self.val_fraction, self.test_fraction)
+        if self.batch_size != "full" and self.batch_size > n_train:
+            log.warning(
+                "data.batch_size=%s is larger than the training split (%d rows): every step uses "
+                "all %d rows, as descent=batch would (full-batch gradient descent).",
+                self.batch_size,
+                n_train,
+                n_train,
+            )
         train, val, test = split_indices(len(x), self.val_fraction, self.test_fraction, self.seed)
         # statistics of the training split only, so val/test never leak into training
         self.x_mean = x[train].mean(axis=0)
@@ -160,7 +178,10 @@ class TabularDataModule(L.LightningDataModule):
         return len(self.classes)
 
     def train_batch_size(self) -> int:
-        """`batch_size: full` is full-batch gradient descent: one step per epoch."""
+        """`batch_size: full` is full-batch gradient descent: one step per epoch.
+
+        A batch_size larger than the training split means the same (`setup` warns).
+        """
         n = len(self.splits["train"][0])
         return n if self.batch_size == "full" else min(int(self.batch_size), n)
 
@@ -208,6 +229,7 @@ class SklearnDataModule(TabularDataModule):
         "wine": ("load_wine", "classification"),
         "breast_cancer": ("load_breast_cancer", "classification"),
     }
+    ROWS = {"diabetes": 442, "digits": 1797, "wine": 178, "breast_cancer": 569}  # for checks
 
     def __init__(self, name: str, **kwargs) -> None:
         if name not in self.LOADERS:
@@ -321,6 +343,12 @@ def read_csv(path: Path, target: str, task: str) -> tuple[np.ndarray, np.ndarray
                 f"column {name!r} of {path} is not numeric (e.g. {bad!r}); encode it as numbers "
                 "or remove it."
             ) from None
+        not_finite = int(np.sum(~np.isfinite(values[name])))
+        if not_finite:  # float() reads "nan" and "inf": they would turn the loss into NaN
+            raise UserError(
+                f"column {name!r} of {path} has {not_finite} value(s) that are nan or inf in "
+                f"{len(cells)} rows; replace or drop them before training."
+            )
     y = values.pop(target)
     if task == "classification":
         y = _class_labels(y, target, path)
@@ -341,8 +369,8 @@ def _class_labels(y: np.ndarray, target: str, path: Path) -> np.ndarray:
         y = numbers.astype(np.int64)
     if len(np.unique(y)) < 2:
         raise UserError(
-            f"target {target!r} of {path} has a single class ({y[0]!r}); classification needs "
-            "at least two."
+            f"target {target!r} of {path} has a single class ({y[0].item()!r}); classification "
+            "needs at least two."
         )
     return y
 

@@ -7,6 +7,7 @@ from it, so the test metrics are those of the run.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,28 +18,17 @@ from omegaconf import DictConfig, OmegaConf
 
 def run_config(ckpt_path: Path) -> DictConfig:
     """The resolved config stored in the checkpoint by the run that wrote it."""
-    import torch
-
+    from litforge.checks import check_stored_targets, load_checkpoint
     from litforge.errors import UserError
     from litforge.history import ConfigInCheckpoint
 
-    if not ckpt_path.is_file():
-        raise UserError(
-            f"ckpt_path={str(ckpt_path)!r} does not exist; pass a .ckpt file from a run's "
-            "checkpoints/ folder, e.g. outputs/runs/<run>/checkpoints/best.ckpt."
-        )
-    try:  # weights_only: a checkpoint is data; never run code found in one
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(
-            f"ckpt_path={str(ckpt_path)!r} is not a readable checkpoint ({type(err).__name__}); "
-            "pass a .ckpt written by litforge.train."
-        ) from None
+    checkpoint = load_checkpoint(ckpt_path)  # weights_only: never runs code found in a file
     if ConfigInCheckpoint.KEY not in checkpoint:
         raise UserError(
             f"{ckpt_path} has no litforge config inside; pass a checkpoint written by "
             "litforge.train."
         )
+    check_stored_targets(checkpoint[ConfigInCheckpoint.KEY], ckpt_path)  # eval instantiates them
     return OmegaConf.create(checkpoint[ConfigInCheckpoint.KEY])
 
 
@@ -53,6 +43,7 @@ def evaluate(ckpt_path: Path, output_dir: Path, accelerator: str = "cpu") -> dic
     cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.strategy = accelerator, 1, "auto"
     cfg.trainer.num_nodes = 1
     cfg.callbacks, cfg.early_stopping, cfg.logger = {}, {}, {}
+    cfg.trainer.pop("profiler", None)  # it writes files where the stored config says
     datamodule = build.datamodule(cfg)
     module = build.module(cfg, datamodule)
     trainer = build.trainer(cfg, with_logger=False)
@@ -73,8 +64,15 @@ def main(cfg: DictConfig) -> None:
     torch.set_num_threads(1)
     output_dir = Path(cfg.output_dir)
     try:
+        if OmegaConf.is_missing(cfg, "ckpt_path"):
+            raise UserError(
+                "ckpt_path must be given; python -m litforge.eval "
+                "ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt"
+            )
         test = evaluate(Path(cfg.ckpt_path), output_dir, cfg.accelerator)
     except UserError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
         print(f"litforge: error: {err}", file=sys.stderr)
         sys.exit(2)
     result = {"ckpt_path": str(cfg.ckpt_path), "test": test}

@@ -46,16 +46,20 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
     import lightning as L
     import torch
 
-    from litforge import build
+    from litforge import build, checks
+    from litforge.divergence import Diverged
     from litforge.record import RunRecord, final_metrics, hparams, log_hparams
 
     record = RunRecord(Path(cfg.output_dir), cfg.monitor, list(overrides))
     trainer = module = params = None
-    torch.set_num_threads(cfg.threads)
     try:
+        checks.check_config(cfg)  # before any data is loaded: the mistakes a config can show
+        torch.set_num_threads(cfg.threads)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build.datamodule(cfg)
         module = build.module(cfg, datamodule)
+        if cfg.ckpt_path is not None:
+            checks.check_resume(Path(cfg.ckpt_path), module, cfg)
         trainer = build.trainer(cfg)
         params = hparams(cfg, choices or {}, list(overrides))
         for logger in trainer.loggers:  # hparams.yaml; the HParams entry comes with the metrics
@@ -67,7 +71,13 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
             record.update_from(trainer)
         record.finish("interrupted", error="interrupted by the user", stopped_by="interrupt")
         raise
+    except Diverged as err:  # raised at the step the loss went bad; earlier checkpoints remain
+        close_progress_bar(trainer)
+        record.update_from(trainer)
+        record.finish("failed", error=str(err), stopped_by="divergence")
+        raise
     except BaseException as err:
+        close_progress_bar(trainer)
         if trainer is not None and not record.fitted:
             record.update_from(trainer)
         record.finish("failed", error=error_text(err), stopped_by="error")
@@ -80,6 +90,15 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
     if trainer is None or trainer.is_global_zero:
         log.info("metrics.json: %s", record.path)
     return record
+
+
+def close_progress_bar(trainer: L.Trainer | None) -> None:
+    """End the progress bar's line, so the error message that follows starts on its own."""
+    bar = getattr(trainer, "progress_bar_callback", None)
+    try:
+        bar.train_progress_bar.close()
+    except (AttributeError, TypeError):  # no progress bar, or training never started
+        pass
 
 
 def error_text(err: BaseException) -> str:
@@ -105,12 +124,19 @@ def main(cfg: DictConfig) -> float:
 
 
 def raise_or_exit(err: Exception, hydra_cfg) -> None:
-    """A user's mistake ends a single run with its message and exit code 2, no traceback."""
-    from hydra.types import RunMode
+    """A user's mistake ends a single run with its message and exit code 2, no traceback.
 
-    if hydra_cfg.mode == RunMode.MULTIRUN:
+    HYDRA_FULL_ERROR=1 shows the traceback, as it does for Hydra's own errors.
+    """
+    import os
+
+    from hydra.types import RunMode
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if hydra_cfg.mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise err
-    print(f"litforge: error: {err}", file=sys.stderr)
+    if rank_zero_only.rank == 0:  # under DDP every process gets here; one message is enough
+        print(f"litforge: error: {err}", file=sys.stderr)
     sys.exit(2)
 
 
