@@ -50,6 +50,9 @@ class TabularModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.monitor = monitor
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # in checkpoints, so an epoch resumed mid-way still reports the mean over all its batches
+        self.train_loss = MeanMetric()
+        self.train_loss.persistent(True)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
@@ -67,7 +70,8 @@ class TabularModule(L.LightningModule):
         x, y = batch
         loss = self.loss(self(x), y)
         # the epoch mean is weighted by batch size, so a short last batch counts for what it holds
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.train_loss.update(loss.detach(), weight=len(y))
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss * self.accumulation_weight(batch_idx, len(y))
 
@@ -85,6 +89,10 @@ class TabularModule(L.LightningModule):
             return 1.0
         first = batch_idx // k * k
         return k * batch_size / sum(sizes()[first : first + k])
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning skips this hook when it resumes mid-epoch: the restored sum carries on
+        self.train_loss.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_metrics, "val/loss")
