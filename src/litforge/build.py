@@ -77,6 +77,8 @@ def trainer(cfg: DictConfig, with_logger: bool = True, ckpt_path: str | None = N
     check_accelerator(str(cfg.trainer.accelerator))
     cbs = callbacks(cfg)
     logger = build_logger(cfg, ckpt_path) if with_logger and cfg.logger else False
+    if ckpt_path:  # a resumed run writes into its own checkpoints/ folder again, as it should
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     if not logger:  # the learning-rate monitor refuses to run without a logger
         cbs = [c for c in cbs if type(c).__name__ != "LearningRateMonitor"]
     return instantiate(

@@ -1,0 +1,131 @@
+"""Stopping a real `python -m litforge.train` (SIGKILL, SIGTERM, Ctrl-C) and resuming it: slow."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT, cli, read_metrics, run_train
+
+pytestmark = pytest.mark.slow
+
+# 10500 training samples in 165 batches of 64: half a second an epoch, time to stop it mid-way.
+# Dropout and shuffling on: resuming must reproduce both.
+RUN = (
+    "data=synthetic",
+    "model=regression",
+    "data.n=15000",
+    "model.dropout=0.1",
+    "max_epochs=4",
+    "early_stopping=none",
+)
+STEPS_PER_EPOCH = 165
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The same run, never stopped (in-process: the same train() as the command line)."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    run_train(run_dir, *RUN)
+    return run_dir
+
+
+def start(run_dir: Path, *args: str) -> subprocess.Popen:
+    log = (run_dir.parent / f"{run_dir.name}.log").open("w")
+    command = [sys.executable, "-m", "litforge.train", *args, f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, "the run ended before it could be stopped"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    """global_step of last.ckpt (written atomically), -1 before there is one."""
+    path = run_dir / "checkpoints" / "last.ckpt"
+    return torch.load(path, weights_only=True)["global_step"] if path.exists() else -1
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar TensorBoard shows for the run: (step, value) per tag, wall times left out."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+    }
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def assert_ends_like(run_dir: Path, reference: Path) -> None:
+    """Same final weights, bit for bit; same metrics.json; same TensorBoard scalars, once each."""
+    mine, theirs = final_weights(run_dir), final_weights(reference)
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[name], theirs[name]) for name in mine)
+    ignored = ("wall_time_s", "overrides")
+    metrics = {k: v for k, v in read_metrics(run_dir).items() if k not in ignored}
+    assert metrics == {k: v for k, v in read_metrics(reference).items() if k not in ignored}
+    assert scalars(run_dir) == scalars(reference)
+
+
+def test_a_killed_run_restarted_from_its_last_ckpt_ends_as_if_never_killed(tmp_path, reference):
+    run = tmp_path / "run"
+    # flush_secs=0: events reach the disk at once, so the killed run leaves steps on disk that
+    # its checkpoint does not have, which the resumed run logs again
+    flush = "+logger.flush_secs=0"
+
+    def past_first_checkpoint() -> bool:
+        saved = checkpoint_step(run)
+        return saved >= STEPS_PER_EPOCH and max(steps_logged(run), default=-1) > saved
+
+    killed = start(run, *RUN, flush)
+    wait_for(past_first_checkpoint, killed)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(timeout=30) == -signal.SIGKILL
+    assert not (run / "metrics.json").exists()  # nothing ran after the kill
+    assert max(steps_logged(run)) > checkpoint_step(run)
+
+    # the same command with ckpt_path=, and no hydra.run.dir: it continues in the run's folder
+    result = cli("-m", "litforge.train", *RUN, flush, f"ckpt_path={run}/checkpoints/last.ckpt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_ends_like(run, reference)
+
+
+def steps_logged(run_dir: Path) -> list[int]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    if "train/loss_step" not in events.Tags()["scalars"]:
+        return []
+    return [e.step for e in events.Scalars("train/loss_step")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_saves_last_ckpt_and_resume_continues_the_run_exactly(tmp_path, reference, signum):
+    run = tmp_path / "run"
+    stopped = start(run, *RUN)
+    wait_for(lambda: checkpoint_step(run) >= STEPS_PER_EPOCH, stopped)  # an epoch done
+    stopped.send_signal(signum)
+    assert stopped.wait(timeout=60) == 128 + signum  # 130 and 143, as a shell reports them
+    metrics = read_metrics(run)
+    assert (metrics["status"], metrics["stopped_by"]) == ("interrupted", "interrupt")
+    assert checkpoint_step(run) == metrics["global_step"] >= STEPS_PER_EPOCH  # saved as it stopped
+    assert "Traceback" not in (tmp_path / "run.log").read_text()
+    overrides = (run / ".hydra" / "overrides.yaml").read_text()
+
+    # resume= alone: the run's folder, its newest last.ckpt, its own overrides
+    result = cli("-m", "litforge.train", f"resume={run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / ".hydra" / "overrides.yaml").read_text() == overrides
+    assert read_metrics(run)["overrides"] == [*RUN, f"resume={run}"]
+    assert_ends_like(run, reference)
