@@ -199,27 +199,41 @@ def test_the_same_seed_gives_the_same_bits_and_another_seed_does_not(tmp_path):
 INTERRUPTED = (*RANDOM, "max_epochs=5", "data.batch_size=16", "accumulate_grad_batches=3")
 
 
+# a plateau schedule that halves the rate 3 times in 5 epochs (Lightning steps it after the
+# epoch's checkpoint; TabularModule steps it before)
+PLATEAU = ("scheduler=plateau", "scheduler.patience=0", "optimizer.lr=0.05")
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("uninterrupted")
-    run_train(run_dir, *INTERRUPTED)
-    return run_dir
+    """The run never stopped, once per set of extra overrides."""
+    runs = {}
+
+    def run(*extra: str):
+        if extra not in runs:
+            runs[extra] = tmp_path_factory.mktemp("uninterrupted")
+            run_train(runs[extra], *INTERRUPTED, *extra)
+        return runs[extra]
+
+    return run
 
 
 @pytest.mark.parametrize(
-    ("signum", "epoch", "batch", "saved_step"),
+    ("signum", "epoch", "batch", "saved_step", "extra"),
     [
         # inside the first group of epoch 2: the group ends (batch 2), then the run stops
-        (signal.SIGINT, 2, 1, 2 * 3 + 1),
+        (signal.SIGINT, 2, 1, 2 * 3 + 1, ()),
         # in the last step of epoch 1: the epoch ends, the run stops before epoch 2
-        (signal.SIGTERM, 1, 7, 2 * 3),
+        (signal.SIGTERM, 1, 7, 2 * 3, ()),
         # before the first step: one step, then the stop
-        (signal.SIGTERM, 0, 0, 1),
+        (signal.SIGTERM, 0, 0, 1, ()),
+        # mid-epoch, with a learning rate that depends on every epoch's val/loss
+        (signal.SIGINT, 2, 4, 2 * 3 + 2, PLATEAU),
     ],
-    ids=["sigint-mid-group", "sigterm-epoch-end", "sigterm-first-step"],
+    ids=["sigint-mid-group", "sigterm-epoch-end", "sigterm-first-step", "sigint-plateau"],
 )
 def test_a_signal_saves_last_ckpt_and_resuming_it_ends_exactly_as_without(
-    tmp_path, uninterrupted, signum, epoch, batch, saved_step
+    tmp_path, uninterrupted, signum, epoch, batch, saved_step, extra
 ):
     cue = (
         "+callbacks.signal._target_=conftest.SignalAt",
@@ -228,7 +242,7 @@ def test_a_signal_saves_last_ckpt_and_resuming_it_ends_exactly_as_without(
         f"+callbacks.signal.signum={int(signum)}",
     )
     with pytest.raises(SystemExit) as stopped:
-        run_train(tmp_path, *INTERRUPTED, *cue)
+        run_train(tmp_path, *INTERRUPTED, *extra, *cue)
     assert stopped.value.code == 128 + signum  # 130 for SIGINT, 143 for SIGTERM
     metrics = read_metrics(tmp_path)
     assert (metrics["status"], metrics["stopped_by"]) == ("interrupted", "interrupt")
@@ -236,9 +250,8 @@ def test_a_signal_saves_last_ckpt_and_resuming_it_ends_exactly_as_without(
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == saved_step
 
-    run_train(tmp_path, *INTERRUPTED, f"ckpt_path={tmp_path}/checkpoints/last.ckpt")
-    assert same_weights(final_weights(tmp_path), final_weights(uninterrupted))
+    run_train(tmp_path, *INTERRUPTED, *extra, f"ckpt_path={tmp_path}/checkpoints/last.ckpt")
+    reference = uninterrupted(*extra)
+    assert same_weights(final_weights(tmp_path), final_weights(reference))
     ignored = ("wall_time_s", "overrides")
-    assert without(read_metrics(tmp_path), *ignored) == without(
-        read_metrics(uninterrupted), *ignored
-    )
+    assert without(read_metrics(tmp_path), *ignored) == without(read_metrics(reference), *ignored)

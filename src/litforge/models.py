@@ -8,6 +8,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
@@ -108,6 +109,18 @@ class TabularModule(L.LightningModule):
         metrics.update(*self.for_metrics(output, y))
         self.log(name, loss_metric, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True)
+
+    def on_train_epoch_end(self) -> None:
+        # Lightning steps a plateau schedule after the epoch's checkpoints are written, so a run
+        # resumed from one would miss that step; step it here, before them, instead
+        for config in self.trainer.lr_scheduler_configs:
+            metric = self.trainer.callback_metrics.get(config.monitor)
+            if isinstance(config.scheduler, ReduceLROnPlateau) and metric is not None:
+                config.scheduler.step(metric)
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        if not isinstance(scheduler, ReduceLROnPlateau):  # that one stepped in on_train_epoch_end
+            super().lr_scheduler_step(scheduler, metric)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
