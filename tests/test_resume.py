@@ -1,5 +1,7 @@
-"""Stopping a real `python -m litforge.train` (SIGKILL, SIGTERM, Ctrl-C) and resuming it: slow."""
+"""Resuming a run: where it writes and what it loads; then a real `python -m litforge.train`
+stopped by SIGKILL, SIGTERM or Ctrl-C and resumed (slow)."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -10,9 +12,43 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, cli, read_metrics, run_train
+from conftest import ROOT, cli, make_cfg, read_metrics, run_train
+from litforge import resume
+from litforge.errors import UserError
 
-pytestmark = pytest.mark.slow
+resume.register_resolvers()  # as importing litforge.train does
+
+
+def test_a_resumed_run_writes_into_the_folder_of_its_run(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- data=wine\n")
+    by_checkpoint = make_cfg(tmp_path, f"ckpt_path={run}/checkpoints/last.ckpt").hydra
+    assert (by_checkpoint.run.dir, by_checkpoint.output_subdir) == (str(run), ".hydra")
+    by_folder = make_cfg(tmp_path, f"resume={run}").hydra
+    assert (by_folder.run.dir, by_folder.output_subdir) == (str(run), None)  # .hydra kept
+    assert make_cfg(tmp_path).hydra.run.dir.startswith("outputs/runs/")
+
+
+def test_resume_reapplies_the_runs_overrides_then_the_new_ones(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    saved = "- data=wine\n- max_epochs=5\n- ckpt_path=old.ckpt\n"
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(saved)
+    new = ["max_epochs=9", f"resume={tmp_path}"]
+    assert resume.overrides(tmp_path, new) == ["data=wine", "max_epochs=9", f"resume={tmp_path}"]
+
+
+def test_resume_picks_the_newest_last_ckpt_or_says_there_is_none(tmp_path):
+    with pytest.raises(UserError, match="is not a run folder"):
+        resume.overrides(tmp_path, [])
+    with pytest.raises(UserError, match="has no checkpoints/last.ckpt"):
+        resume.last_checkpoint(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    for name, mtime in (("last-v1.ckpt", 200), ("last.ckpt", 100)):
+        (tmp_path / "checkpoints" / name).touch()
+        os.utime(tmp_path / "checkpoints" / name, (mtime, mtime))
+    assert resume.last_checkpoint(tmp_path).name == "last-v1.ckpt"
+
 
 # 10500 training samples in 165 batches of 64: half a second an epoch, time to stop it mid-way.
 # Dropout and shuffling on: resuming must reproduce both.
@@ -79,6 +115,7 @@ def assert_ends_like(run_dir: Path, reference: Path) -> None:
     assert scalars(run_dir) == scalars(reference)
 
 
+@pytest.mark.slow
 def test_a_killed_run_restarted_from_its_last_ckpt_ends_as_if_never_killed(tmp_path, reference):
     run = tmp_path / "run"
     # flush_secs=0: events reach the disk at once, so the killed run leaves steps on disk that
@@ -110,6 +147,7 @@ def steps_logged(run_dir: Path) -> list[int]:
     return [e.step for e in events.Scalars("train/loss_step")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_signal_saves_last_ckpt_and_resume_continues_the_run_exactly(tmp_path, reference, signum):
     run = tmp_path / "run"

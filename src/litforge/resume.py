@@ -15,18 +15,19 @@ from litforge.errors import UserError
 NOT_CARRIED = ("resume", "ckpt_path")  # the run's own overrides, less these, are reapplied
 
 
-def run_dir(resume: str | None, ckpt_path: str | None, new: str) -> str:
+def run_dir(new: str, *, _root_: DictConfig) -> str:
     """A resumed run writes into its own folder: `resume`, or the run a checkpoint belongs to."""
-    if resume:
+    resume, ckpt_path = _root_.get("resume"), _root_.get("ckpt_path")
+    if resume and is_run(Path(resume)):  # if not, main() says so, from a new folder
         return str(resume)
     if ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
         return str(Path(ckpt_path).parent.parent)
     return new
 
 
-def hydra_subdir(resume: str | None) -> str | None:
+def hydra_subdir(*, _root_: DictConfig) -> str | None:
     """`resume=` keeps the run's .hydra/ as it was: its overrides are what the run is made of."""
-    return None if resume else ".hydra"
+    return None if _root_.get("resume") else ".hydra"
 
 
 def register_resolvers() -> None:
@@ -39,14 +40,18 @@ def key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def is_run(run: Path) -> bool:
+    return (run / ".hydra" / "overrides.yaml").is_file()
+
+
 def overrides(run: Path, new: list[str]) -> list[str]:
     """The run's own overrides, then this command's (which win): the config to continue it with."""
-    saved = run / ".hydra" / "overrides.yaml"
-    if not saved.is_file():
+    if not is_run(run):
         raise UserError(
             f"resume={run} is not a run folder (it has no .hydra/overrides.yaml); give the folder "
             "of a run, e.g. resume=outputs/runs/<run>."
         )
+    saved = run / ".hydra" / "overrides.yaml"
     replaced = {key(o) for o in new} | set(NOT_CARRIED)
     return [o for o in OmegaConf.load(saved) if key(o) not in replaced] + list(new)
 
