@@ -80,7 +80,7 @@ def test_k_accumulated_batches_step_exactly_like_one_batch_k_times_larger(tmp_pa
     assert torch.max(torch.abs(accumulated - plain)) < 1e-10
 
 
-def test_lightning_alone_shrinks_the_short_last_group_so_that_test_would_fail(
+def test_lightning_alone_shrinks_a_short_last_accumulation_group_so_the_test_would_fail(
     tmp_path, monkeypatch
 ):
     # Lightning's own weighting: every batch's loss divided by k, whatever the group holds
