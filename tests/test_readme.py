@@ -22,13 +22,16 @@ def test_the_readme_shows_commands():
 
 # `make test ARGS="-k WORD"`: the tests a README line points to
 SELECTIONS = re.findall(r'make test ARGS="-k (\w+)"', (ROOT / "README.md").read_text())
+TEST_NAMES = [
+    name
+    for path in (ROOT / "tests").glob("test_*.py")
+    for name in re.findall(r"^def (test_\w+)", path.read_text(), re.MULTILINE)
+]
 
 
 def test_every_test_selection_in_the_readme_selects_tests():
-    result = cli("-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", timeout=300)
-    test_ids = result.stdout.lower()
     assert len(SELECTIONS) >= 8
-    assert [word for word in SELECTIONS if word.lower() not in test_ids] == []
+    assert [word for word in SELECTIONS if not any(word in name for name in TEST_NAMES)] == []
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -36,11 +39,7 @@ def test_readme_command_runs(command, tmp_path):
     args = shlex.split(command)[1:]
     if any("<run>" in a for a in args):  # needs a real run where the README says <run>
         run = tmp_path / "trained"
-        if "litforge.eval" in args:
-            trained = ("debug=fast",)
-        else:  # the run to resume: the same command, without what resumes it
-            trained = ("debug=fast", *(a for a in args[2:] if "<run>" not in a))
-        result = cli("-m", "litforge.train", *trained, f"hydra.run.dir={run}")
+        result = cli("-m", "litforge.train", "debug=fast", f"hydra.run.dir={run}")
         assert result.returncode == 0, result.stderr[-3000:]
         args = [re.sub(r"outputs/runs/<run>", str(run), a) for a in args]
         if "litforge.eval" in args:
