@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from litforge.data import TabularDataModule
 from litforge.errors import UserError
 from litforge.history import ConfigInCheckpoint, EpochHistory
-from litforge.loop import EpochSeed, GracefulStop
+from litforge.loop import BatchSeed, GracefulStop
 from litforge.models import ClassificationModule, RegressionModule, TabularModule
 
 TASK_OF_MODULE = {RegressionModule: "regression", ClassificationModule: "classification"}
@@ -60,7 +60,7 @@ def callbacks(cfg: DictConfig) -> list[Callback]:
         *built,
         EpochHistory(cfg.monitor, cfg.monitor_mode),
         ConfigInCheckpoint(resolved(cfg)),
-        EpochSeed(cfg.seed),
+        BatchSeed(cfg.seed),
         GracefulStop(),
     ]
 

@@ -1,4 +1,4 @@
-"""Callbacks that make training exact across stops: seeded epochs, a clean stop on a signal."""
+"""Callbacks that make training exact across stops: seeded batches, a clean stop on a signal."""
 
 from __future__ import annotations
 
@@ -15,43 +15,21 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 log = logging.getLogger("litforge")
 
 
-class EpochSeed(Callback):
-    """Seeds torch's global generator from (seed, epoch, rank) when each training epoch starts.
+class BatchSeed(Callback):
+    """Seeds torch's global generator from (seed, epoch, batch, rank) before each training batch.
 
-    Dropout draws from that generator, so an epoch's masks depend on the epoch alone, not on
-    what ran before it in this process: a resumed run draws the same masks as one that never
-    stopped. (The batch order has its own generator, also seeded by (seed, epoch), in data.py.)
-    Lightning resumes a checkpoint written mid-epoch without calling on_train_epoch_start, so
-    checkpoints also carry the generator's state, and `on_train_start` puts it back.
+    Dropout draws from that generator, so a batch's masks depend on where it is in training and
+    on nothing that ran before it in this process: a run resumed from any checkpoint, even one
+    written mid-epoch, draws on every rank the same masks as a run that never stopped.
+    (The batch order has its own generator, seeded by (seed, epoch), in data.py.)
     """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
-        self._saved: dict[str, Any] | None = None
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        torch.manual_seed(dropout_seed(self.seed, trainer.current_epoch, trainer.global_rank))
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._saved is not None:  # a resumed run: continue the stream where it stood
-            torch.set_rng_state(self._saved["cpu"])
-            if "cuda" in self._saved and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(self._saved["cuda"])
-            self._saved = None
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._saved = state_dict
-
-
-def dropout_seed(seed: int, epoch: int, rank: int) -> int:
-    """A seed for every (seed, epoch, rank), independent of the batch order's (seed, epoch) one."""
-    return int(np.random.SeedSequence([seed, epoch, rank, 1]).generate_state(1, np.uint64)[0])
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        key = [self.seed, trainer.current_epoch, batch_idx, trainer.global_rank]
+        torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]))
 
 
 class Interrupted(SystemExit):
