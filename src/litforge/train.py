@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,6 +103,9 @@ def main(cfg: DictConfig) -> float:
 
     from litforge.errors import UserError
 
+    # SIGTERM (SLURM's notice before preemption) ends a run as Ctrl-C does: metrics.json says
+    # interrupted. During training loop.GracefulStop first finishes the optimizer step and saves.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     hydra_cfg = HydraConfig.get()
     overrides, choices = list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices)
     try:
