@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -49,3 +51,17 @@ def cli(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.Comple
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+class SignalAt(L.Callback):
+    """Sends this process `signum` as batch `batch` of epoch `epoch` starts: a Ctrl-C on cue.
+
+    Tests add it on the command line: `+callbacks.signal._target_=conftest.SignalAt ...`.
+    """
+
+    def __init__(self, epoch: int, batch: int, signum: int) -> None:
+        self.epoch, self.batch, self.signum = epoch, batch, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            signal.raise_signal(self.signum)

@@ -20,14 +20,32 @@ def test_the_readme_shows_commands():
     assert len(COMMANDS) >= 8
 
 
+# `make test ARGS="-k WORD"`: the tests a README line points to
+SELECTIONS = re.findall(r'make test ARGS="-k (\w+)"', (ROOT / "README.md").read_text())
+TEST_NAMES = [
+    name
+    for path in (ROOT / "tests").glob("test_*.py")
+    for name in re.findall(r"^def (test_\w+)", path.read_text(), re.MULTILINE)
+]
+
+
+def test_every_test_selection_in_the_readme_selects_tests():
+    assert len(SELECTIONS) >= 8
+    assert [word for word in SELECTIONS if not any(word in name for name in TEST_NAMES)] == []
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_readme_command_runs(command, tmp_path):
     args = shlex.split(command)[1:]
-    if "litforge.eval" in args:  # needs a real checkpoint where the README says <run>
+    if any("<run>" in a for a in args):  # needs a real run where the README says <run>
         run = tmp_path / "trained"
-        assert cli("-m", "litforge.train", "debug=fast", f"hydra.run.dir={run}").returncode == 0
+        result = cli("-m", "litforge.train", "debug=fast", f"hydra.run.dir={run}")
+        assert result.returncode == 0, result.stderr[-3000:]
         args = [re.sub(r"outputs/runs/<run>", str(run), a) for a in args]
-        args.append(f"hydra.run.dir={tmp_path / 'eval'}")
+        if "litforge.eval" in args:
+            args.append(f"hydra.run.dir={tmp_path / 'eval'}")
+        else:  # resuming writes into the run's own folder
+            args.append("debug=fast")
     elif "--help" not in args and "--cfg" not in args:
         args += [
             "debug=fast",

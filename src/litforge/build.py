@@ -8,12 +8,14 @@ import warnings
 import lightning as L
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from litforge import checks
 from litforge.data import TabularDataModule
 from litforge.divergence import StopOnDivergence
 from litforge.history import ConfigInCheckpoint, EpochHistory
+from litforge.loop import BatchSeed, GracefulStop
 from litforge.models import ClassificationModule, RegressionModule, TabularModule
 
 TASK_OF_MODULE = {RegressionModule: "regression", ClassificationModule: "classification"}
@@ -47,12 +49,18 @@ def module(cfg: DictConfig, dm: TabularDataModule) -> TabularModule:
 
 
 def callbacks(cfg: DictConfig) -> list[Callback]:
-    """The callbacks group, then early stopping, then the per-epoch history metrics.json needs."""
+    """The callbacks group, early stopping, and the ones every run has (history, exact resume)."""
     built = [instantiate(c) for c in (cfg.callbacks or {}).values() if c]
     if cfg.early_stopping:
         built.append(instantiate(cfg.early_stopping))
-    history = EpochHistory(cfg.monitor, cfg.monitor_mode)
-    return [*built, history, ConfigInCheckpoint(resolved(cfg)), StopOnDivergence()]
+    return [
+        *built,
+        EpochHistory(cfg.monitor, cfg.monitor_mode),
+        ConfigInCheckpoint(resolved(cfg)),
+        StopOnDivergence(),
+        BatchSeed(cfg.seed),
+        GracefulStop(),
+    ]
 
 
 def resolved(cfg: DictConfig) -> dict:
@@ -61,13 +69,15 @@ def resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
 
 
-def trainer(cfg: DictConfig, with_logger: bool = True) -> L.Trainer:
+def trainer(cfg: DictConfig, with_logger: bool = True, ckpt_path: str | None = None) -> L.Trainer:
     """The Trainer with the configured device, precision, callbacks and logger."""
     quiet_lightning()
     checks.check_accelerator(str(cfg.trainer.accelerator))
     strategy = strategy_for_sweeps(cfg.trainer.strategy)
     cbs = callbacks(cfg)
-    logger = instantiate(cfg.logger) if with_logger and cfg.logger else False
+    logger = build_logger(cfg, ckpt_path) if with_logger and cfg.logger else False
+    if ckpt_path:  # a resumed run writes into its own checkpoints/ folder again, as it should
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     if not logger:  # the learning-rate monitor refuses to run without a logger
         cbs = [c for c in cbs if type(c).__name__ != "LearningRateMonitor"]
     return instantiate(
@@ -78,6 +88,17 @@ def trainer(cfg: DictConfig, with_logger: bool = True) -> L.Trainer:
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in cbs),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in cbs),
     )
+
+
+def build_logger(cfg: DictConfig, ckpt_path: str | None) -> Logger:
+    """The configured logger; resuming TensorBoard hides what was logged after the checkpoint."""
+    if ckpt_path and issubclass(get_class(cfg.logger._target_), TensorBoardLogger):
+        from litforge.resume import checkpoint_step
+
+        # a killed run may have logged steps past its last checkpoint; purge_step makes
+        # TensorBoard drop them when the resumed run logs those steps again
+        return instantiate(cfg.logger, purge_step=checkpoint_step(ckpt_path))
+    return instantiate(cfg.logger)
 
 
 def strategy_for_sweeps(strategy: str) -> str:

@@ -22,7 +22,8 @@ class InMemoryLoader:
     """Batches of (x, y) sliced from tensors: one indexing operation per batch, no workers.
 
     The order of an epoch is a function of (seed, epoch) alone, so a resumed run sees the same
-    batches as an uninterrupted one. Lightning calls `sampler.set_epoch(epoch)` before each epoch.
+    batches as an uninterrupted one. Lightning calls `sampler.set_epoch(epoch)` before each epoch,
+    and saves `state_dict()` in checkpoints: one written mid-epoch resumes at the next batch.
     With `world_size > 1` each rank takes its own disjoint shard of the epoch's permutation.
     """
 
@@ -50,6 +51,8 @@ class InMemoryLoader:
         else:
             self.num_samples = len(range(rank, n, world_size))
         self.epoch = 0
+        self.batches_done = 0  # in this epoch, counting the one being trained on
+        self.resume_at = 0  # batches to skip at the next iteration (set by load_state_dict)
         self.sampler = self  # where Lightning looks for `set_epoch`
         self.batch_sampler = None  # Lightning reads it next to `sampler`
 
@@ -76,10 +79,18 @@ class InMemoryLoader:
             order = torch.arange(n)
         return order[self.rank :: self.world_size][: self.num_samples].to(self.x.device)
 
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.resume_at = state_dict["batches_done"]
+
     def __iter__(self):
         index = self.indices()
-        for start in range(0, self.num_samples, self.batch_size):
+        self.batches_done, self.resume_at = self.resume_at, 0
+        for start in range(self.batches_done * self.batch_size, self.num_samples, self.batch_size):
             stop = min(start + self.batch_size, self.num_samples)
+            self.batches_done += 1
             if index is None:  # contiguous slices are views: no copy at all
                 yield self.x[start:stop], self.y[start:stop]
             else:

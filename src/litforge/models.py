@@ -8,6 +8,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
@@ -50,6 +51,9 @@ class TabularModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.monitor = monitor
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # in checkpoints, so an epoch resumed mid-way still reports the mean over all its batches
+        self.train_loss = MeanMetric()
+        self.train_loss.persistent(True)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
@@ -67,7 +71,8 @@ class TabularModule(L.LightningModule):
         x, y = batch
         loss = self.loss(self(x), y)
         # the epoch mean is weighted by batch size, so a short last batch counts for what it holds
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.train_loss.update(loss.detach(), weight=len(y))
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss * self.accumulation_weight(batch_idx, len(y))
 
@@ -86,6 +91,10 @@ class TabularModule(L.LightningModule):
         first = batch_idx // k * k
         return k * batch_size / sum(sizes()[first : first + k])
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning skips this hook when it resumes mid-epoch: the restored sum carries on
+        self.train_loss.reset()
+
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_loss, self.val_metrics, "val/loss")
 
@@ -100,6 +109,18 @@ class TabularModule(L.LightningModule):
         metrics.update(*self.for_metrics(output, y))
         self.log(name, loss_metric, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True)
+
+    def on_train_epoch_end(self) -> None:
+        # Lightning steps a plateau schedule after the epoch's checkpoints are written, so a run
+        # resumed from one would miss that step; step it here, before them, instead
+        for config in self.trainer.lr_scheduler_configs:
+            metric = self.trainer.callback_metrics.get(config.monitor)
+            if isinstance(config.scheduler, ReduceLROnPlateau) and metric is not None:
+                config.scheduler.step(metric)
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        if not isinstance(scheduler, ReduceLROnPlateau):  # that one stepped in on_train_epoch_end
+            super().lr_scheduler_step(scheduler, metric)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,12 +11,15 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig
 
+from litforge import resume
+
 if TYPE_CHECKING:
     import lightning as L
 
     from litforge.record import RunRecord
 
 log = logging.getLogger("litforge")
+resume.register_resolvers()  # conf/train.yaml's run folder depends on `resume` and `ckpt_path`
 
 
 def fit_and_test(
@@ -55,18 +59,21 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
     try:
         checks.check_config(cfg)  # before any data is loaded: the mistakes a config can show
         torch.set_num_threads(cfg.threads)
+        ckpt_path = cfg.ckpt_path
+        if cfg.resume and not ckpt_path:
+            ckpt_path = str(resume.last_checkpoint(Path(cfg.resume)))
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build.datamodule(cfg)
         module = build.module(cfg, datamodule)
-        if cfg.ckpt_path is not None:
-            checks.check_resume(Path(cfg.ckpt_path), module, cfg)
-        trainer = build.trainer(cfg)
+        if ckpt_path is not None:
+            checks.check_resume(Path(ckpt_path), module, cfg)
+        trainer = build.trainer(cfg, ckpt_path=ckpt_path)
         params = hparams(cfg, choices or {}, list(overrides))
         for logger in trainer.loggers:  # hparams.yaml; the HParams entry comes with the metrics
             logger.log_hyperparams(params)
-        fit_and_test(datamodule, module, trainer, record, cfg.ckpt_path)
+        fit_and_test(datamodule, module, trainer, record, ckpt_path)
         record.finish("completed")
-    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
+    except (SystemExit, KeyboardInterrupt):  # a signal (loop.GracefulStop), or Ctrl-C in testing
         if trainer is not None and not record.fitted:
             record.update_from(trainer)
         record.finish("interrupted", error="interrupted by the user", stopped_by="interrupt")
@@ -84,7 +91,8 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
         raise
     finally:
         record.write()
-        if params is not None:
+        if params is not None and record.data["status"] != "interrupted":
+            # an interrupted run gets its HParams entry when it is resumed and finishes
             names = ["test/loss", *module.test_metrics.keys()]
             log_hparams(trainer, params, final_metrics(record, names))
     if trainer is None or trainer.is_global_zero:
@@ -115,9 +123,15 @@ def main(cfg: DictConfig) -> float:
 
     from litforge.errors import UserError
 
+    # SIGTERM (SLURM's notice before preemption) ends a run as Ctrl-C does: metrics.json says
+    # interrupted. During training loop.GracefulStop first finishes the optimizer step and saves.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     hydra_cfg = HydraConfig.get()
+    overrides, choices = list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices)
     try:
-        record = train(cfg, list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices))
+        if cfg.resume:  # continue the run with its own config: its overrides, then these
+            cfg, overrides, choices = resume.config(Path(cfg.resume), overrides)
+        record = train(cfg, overrides, choices)
     except UserError as err:
         raise_or_exit(err, hydra_cfg)
     return record.best_value

@@ -1,0 +1,84 @@
+"""Continuing a run: the folder it writes into, the checkpoint it loads, the config it runs.
+
+Imported by train.py before Hydra composes (no torch here): the resolvers below compute
+`hydra.run.dir` and `hydra.output_subdir` from `resume` and `ckpt_path`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from litforge.errors import UserError
+
+NOT_CARRIED = ("resume", "ckpt_path")  # the run's own overrides, less these, are reapplied
+
+
+def run_dir(new: str, *, _root_: DictConfig) -> str:
+    """A resumed run writes into its own folder: `resume`, or the run a checkpoint belongs to."""
+    resume, ckpt_path = _root_.get("resume"), _root_.get("ckpt_path")
+    if resume and is_run(Path(resume)):  # if not, main() says so, from a new folder
+        return str(resume)
+    if ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
+        return str(Path(ckpt_path).parent.parent)
+    return new
+
+
+def hydra_subdir(*, _root_: DictConfig) -> str | None:
+    """`resume=` keeps the run's .hydra/ as it was: its overrides are what the run is made of."""
+    return None if _root_.get("resume") else ".hydra"
+
+
+def register_resolvers() -> None:
+    """Make ${litforge.run_dir:...} and ${litforge.hydra_subdir:...} usable in conf/train.yaml."""
+    OmegaConf.register_new_resolver("litforge.run_dir", run_dir, replace=True)
+    OmegaConf.register_new_resolver("litforge.hydra_subdir", hydra_subdir, replace=True)
+
+
+def key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def is_run(run: Path) -> bool:
+    return (run / ".hydra" / "overrides.yaml").is_file()
+
+
+def overrides(run: Path, new: list[str]) -> list[str]:
+    """The run's own overrides, then this command's (which win): the config to continue it with."""
+    if not is_run(run):
+        raise UserError(
+            f"resume={run} is not a run folder (it has no .hydra/overrides.yaml); give the folder "
+            "of a run, e.g. resume=outputs/runs/<run>."
+        )
+    saved = run / ".hydra" / "overrides.yaml"
+    replaced = {key(o) for o in new} | set(NOT_CARRIED)
+    return [o for o in OmegaConf.load(saved) if key(o) not in replaced] + list(new)
+
+
+def config(run: Path, new: list[str]) -> tuple[DictConfig, list[str], dict[str, str]]:
+    """The run's config composed again from its overrides and these; and the group choices."""
+    from hydra import compose
+
+    merged = overrides(run, new)
+    cfg = compose("train", overrides=merged, return_hydra_config=True)
+    return cfg, merged, dict(cfg.hydra.runtime.choices)
+
+
+def last_checkpoint(run: Path) -> Path:
+    """The newest checkpoints/last*.ckpt of a run folder."""
+    found = sorted(run.glob("checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(
+            f"resume={run} has no checkpoints/last.ckpt to continue from (a run writes it at the "
+            "end of its first epoch); start the run again without resume=."
+        )
+    return found[-1]
+
+
+def checkpoint_step(ckpt_path: str | Path) -> int:
+    """The optimizer steps a checkpoint had taken: where a resumed run's logging continues."""
+    import torch
+
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    return int(checkpoint["global_step"])
