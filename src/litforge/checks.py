@@ -661,6 +661,9 @@ def main(argv: list[str] | None = None) -> int:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
+    from litforge import resume
+
+    resume.register_resolvers()  # conf/train.yaml's run folder uses them
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("-m", "--multirun")]
     conf = Path(__file__).resolve().parents[2] / "conf"
     failed = 0
