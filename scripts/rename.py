@@ -1,4 +1,4 @@
-"""Make this repo your own project: rename the package, imports, scripts, config targets, docs.
+"""Make this repo your own project: rename the package, its imports, config targets and docs.
 
     python scripts/rename.py my_project        (or: make rename NAME=my_project)
 
