@@ -13,7 +13,7 @@ install: $(STAMP)
 # Re-installs when the dependencies change; torch comes from constraints.txt (2.13.0, CPU here).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,sweep,slurm]"
 	touch $(STAMP)
 
 train: $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,23 +93,37 @@ def main(cfg: DictConfig) -> float:
     # heavy imports (torch, lightning) only now that Hydra has composed the config, so --help,
     # --cfg and config errors answer at once
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from litforge.errors import UserError
 
     hydra_cfg = HydraConfig.get()
     try:
         record = train(cfg, list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices))
-    except UserError as err:
-        raise_or_exit(err, hydra_cfg)
+    except Exception as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return job_failed(err)
+        if isinstance(err, UserError):
+            exit_with_message(err)
+        raise
     return record.best_value
 
 
-def raise_or_exit(err: Exception, hydra_cfg) -> None:
-    """A user's mistake ends a single run with its message and exit code 2, no traceback."""
-    from hydra.types import RunMode
+def job_failed(err: Exception) -> float:
+    """A sweep goes on past a failed job: its metrics.json says why, the sweep summary tells.
 
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        raise err
+    NaN is what an Optuna search records as a failed trial.
+    """
+    from litforge.errors import UserError
+
+    # a user's mistake is its message; a bug or a crash also gets its traceback (in train.log)
+    traceback = None if isinstance(err, UserError) else err
+    log.error("this job failed, the sweep goes on: %s", error_text(err), exc_info=traceback)
+    return math.nan
+
+
+def exit_with_message(err: Exception) -> None:
+    """A user's mistake ends a single run with its message and exit code 2, no traceback."""
     print(f"litforge: error: {err}", file=sys.stderr)
     sys.exit(2)
 
