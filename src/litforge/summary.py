@@ -160,7 +160,8 @@ class Summary:
         if self.fixed:
             lines.append("Every job: " + " ".join(f"`{k}={v}`" for k, v in self.fixed.items()))
         shown = [c for c in rows[0] if c not in ("job_dir", "error")] if rows else []
-        lines += ["", *_md_table(shown, rows)]
+        linked = [row | {"checkpoint": _md_link(row["checkpoint"])} for row in rows]
+        lines += ["", *_md_table(shown, linked)]
         if seeds:
             lines += ["", "## Over seeds (mean ± sample std)", ""]
             lines += _md_table(list(seeds[0]), seeds)
@@ -226,8 +227,9 @@ class SweepSummary(Callback):
             j for j in jobs if j.status in FAILED and j.dir not in getattr(self, "earlier", ())
         ]
         if failed:
-            names = "; ".join(f"{j.dir}: {j.metrics.get('error') or _missing(j)}" for j in failed)
-            print(f"litforge: {len(failed)} of {len(jobs)} jobs failed: {names}", file=sys.stderr)
+            print(f"litforge: error: {len(failed)} of {len(jobs)} jobs failed:", file=sys.stderr)
+            for job in failed:
+                print(f"  {job.dir}: {job.metrics.get('error') or _missing(job)}", file=sys.stderr)
             sys.exit(1)
 
 
@@ -345,7 +347,13 @@ def _md_cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, str) and len(value) > 8 and _number(value) is not None:
+        return f"{float(value):.4g}"  # a sampled 0.017613763016070656 reads as 0.01761
     return str(value).replace("|", "\\|")
+
+
+def _md_link(path: str) -> str:
+    return f"[{Path(path).name}](<{path}>)" if path else ""
 
 
 if __name__ == "__main__":

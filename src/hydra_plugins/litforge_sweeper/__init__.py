@@ -19,7 +19,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
     The upstream sweeper loads a stored study but then runs `n_trials` more trials and numbers
     its jobs from 0 again, so the new jobs' folders overwrite the first ones. Here a rerun runs
     only the trials still missing and numbers its jobs after the study's trials (job n is trial
-    n). The sweep folder is made first, since the SQLite file lives in it.
+    n), with a freshly seeded sampler so it does not suggest the first run's trials again. The
+    sweep folder is made first, since the SQLite file lives in it.
     """
 
     def sweep(self, arguments: list[str]) -> None:
@@ -35,6 +36,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 finished,
                 max(impl.n_trials - finished, 0),
             )
+            # a seeded sampler would otherwise suggest the first run's trials again
+            impl.sampler.reseed_rng()
         impl.job_idx = len(trials)
         impl.n_trials = max(impl.n_trials - finished, 0)
         return super().sweep(arguments)
