@@ -28,6 +28,13 @@ def test_readme_command_runs(command, tmp_path):
         assert cli("-m", "litforge.train", "debug=fast", f"hydra.run.dir={run}").returncode == 0
         args = [re.sub(r"outputs/runs/<run>", str(run), a) for a in args]
         args.append(f"hydra.run.dir={tmp_path / 'eval'}")
+    elif "litforge.summary" in args:  # needs a real sweep where the README says <...>
+        sweep = tmp_path / "sweep"
+        made = cli(
+            "-m", "litforge.train", "-m", "seed=0,1", "debug=fast", f"hydra.sweep.dir={sweep}"
+        )
+        assert made.returncode == 0
+        args = [a.replace("outputs/multiruns/<...>", str(sweep)) for a in args]
     elif "--help" not in args and "--cfg" not in args:
         args += [
             "debug=fast",
