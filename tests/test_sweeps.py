@@ -1,4 +1,5 @@
-"""Sweeps through the real command line: summaries, TensorBoard, launchers, Optuna, failures."""
+"""Sweeps: their configs, and (slow) through the real command line: summaries, TensorBoard,
+launchers, a resumed Optuna search, a failing job."""
 
 import csv
 import json
@@ -15,10 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cli, read_metrics
+from conftest import ROOT, cli, make_cfg, read_metrics
 from litforge import summary
-
-pytestmark = pytest.mark.slow
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -44,6 +43,38 @@ def overrides_of(job_dir: Path) -> dict[str, str]:
     return dict(o.split("=", 1) for o in read_metrics(job_dir)["overrides"])
 
 
+def test_slurm_launcher_has_the_documented_keys(tmp_path):
+    cfg = make_cfg(
+        tmp_path,
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.gpus_per_node=2",
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.launcher.nodes=2",
+        "hydra.launcher.timeout_min=240",
+    )
+    launcher = cfg.hydra.launcher
+    assert (
+        launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    )
+    assert (launcher.partition, launcher.gpus_per_node, launcher.nodes) == ("gpu", 2, 2)
+    assert (launcher.tasks_per_node, launcher.timeout_min) == (2, 240)
+    assert launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"
+
+
+def test_optuna_search_space_direction_and_storage(tmp_path):
+    cfg = make_cfg(tmp_path, "hparams_search=optuna", "data=wine")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_ == "hydra_plugins.litforge_sweeper.ResumableOptunaSweeper"
+    assert cfg.hydra.sweep.dir == "outputs/multiruns/optuna_wine"
+    assert sweeper.storage == "sqlite:///outputs/multiruns/optuna_wine/optuna.db"
+    assert sweeper.direction == "minimize"
+    assert set(sweeper.params) == {"optimizer", "optimizer.lr", "accumulate_grad_batches"}
+    assert "log" in sweeper.params["optimizer.lr"]
+    maximize = make_cfg(tmp_path, "hparams_search=optuna", "monitor=val/acc", "monitor_mode=max")
+    assert maximize.hydra.sweeper.direction == "maximize"
+
+
 @pytest.fixture(scope="module")
 def seed_sweep(tmp_path_factory):
     """optimizer=sgd,adam seed=0,1 on wine: four jobs, the summary written when it ends."""
@@ -53,6 +84,7 @@ def seed_sweep(tmp_path_factory):
     return sweep_dir
 
 
+@pytest.mark.slow
 def test_the_summary_has_a_row_per_job_read_back_from_its_metrics_json(seed_sweep):
     rows = read_csv(seed_sweep / "summary.csv")
     assert len(rows) == 4
@@ -86,6 +118,7 @@ def test_the_summary_has_a_row_per_job_read_back_from_its_metrics_json(seed_swee
     assert best == sorted(best)  # sorted by the monitored metric
 
 
+@pytest.mark.slow
 def test_the_summary_aggregates_each_configuration_over_seeds(seed_sweep):
     rows = read_csv(seed_sweep / "summary_seeds.csv")
     assert sorted(r["optimizer"] for r in rows) == ["adam", "sgd"]
@@ -103,6 +136,7 @@ def test_the_summary_aggregates_each_configuration_over_seeds(seed_sweep):
             assert float(row[f"{name} std"]) == pytest.approx(statistics.stdev(values))
 
 
+@pytest.mark.slow
 def test_summary_md_holds_both_tables_and_the_plots(seed_sweep):
     text = (seed_sweep / "summary.md").read_text()
     assert "4 jobs: 4 completed. Sorted by best val/loss (lower is better)." in text
@@ -117,6 +151,7 @@ def test_summary_md_holds_both_tables_and_the_plots(seed_sweep):
         assert data.startswith(PNG) and len(data) > 10_000
 
 
+@pytest.mark.slow
 def test_the_summary_command_rewrites_the_same_summary(seed_sweep, capsys):
     before = (seed_sweep / "summary.csv").read_text()
     (seed_sweep / "summary.csv").unlink()
@@ -138,6 +173,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_tensorboard_serves_one_run_per_job_with_hparams_and_images(seed_sweep):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -214,6 +250,7 @@ def test_tensorboard_serves_one_run_per_job_with_hparams_and_images(seed_sweep):
             server.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_a_failing_job_is_reported_and_the_other_jobs_are_intact(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = sweep(sweep_dir, "data=wine", "max_epochs=2", "optimizer.lr=0.05,-1,0.01")
@@ -242,6 +279,7 @@ def test_a_failing_job_is_reported_and_the_other_jobs_are_intact(tmp_path):
     assert f"## Failed jobs\n\n- `{failed_dir.name}`: ValueError: Invalid learning rate: -1" in text
 
 
+@pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = sweep(
@@ -267,6 +305,7 @@ def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
     assert len(read_csv(sweep_dir / "summary.csv")) == 2
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_a_two_job_sweep(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = sweep(
@@ -281,6 +320,7 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path):
     assert sorted(r["seed"] for r in rows) == ["0", "1"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_optuna_search_continues_where_it_stopped(tmp_path):
     import optuna
 
