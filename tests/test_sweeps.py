@@ -4,6 +4,7 @@ launchers, a resumed Optuna search, a failing job."""
 import csv
 import json
 import math
+import shlex
 import signal
 import socket
 import statistics
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cli, make_cfg, read_metrics
+from conftest import README_COMMANDS, ROOT, cli, make_cfg, read_metrics
 from litforge import summary
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -24,6 +25,12 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def sweep(sweep_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     return cli("-m", "litforge.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}")
+
+
+def readme(part: str) -> list[str]:
+    """The arguments of the README command that contains `part` (tests/test_readme.py skips it)."""
+    (command,) = [c for c in README_COMMANDS if part in c]
+    return shlex.split(command)[1:]
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -79,7 +86,9 @@ def test_optuna_search_space_direction_and_storage(tmp_path):
 def seed_sweep(tmp_path_factory):
     """optimizer=sgd,adam seed=0,1 on wine: four jobs, the summary written when it ends."""
     sweep_dir = tmp_path_factory.mktemp("sweeps") / "seeds"
-    result = sweep(sweep_dir, "data=wine", "optimizer=sgd,adam", "seed=0,1", "max_epochs=4")
+    result = cli(
+        *readme("optimizer=sgd,adam seed=0,1"), "max_epochs=4", f"hydra.sweep.dir={sweep_dir}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir
 
@@ -152,12 +161,16 @@ def test_summary_md_holds_both_tables_and_the_plots(seed_sweep):
 
 
 @pytest.mark.slow
-def test_the_summary_command_rewrites_the_same_summary(seed_sweep, capsys):
+def test_the_summary_command_rewrites_the_same_summary(seed_sweep):
     before = (seed_sweep / "summary.csv").read_text()
     (seed_sweep / "summary.csv").unlink()
-    summary.main([str(seed_sweep)])
+    args = [
+        a.replace("outputs/multiruns/<...>", str(seed_sweep)) for a in readme("litforge.summary")
+    ]
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
     assert (seed_sweep / "summary.csv").read_text() == before
-    assert "| optimizer | seed | status |" in capsys.readouterr().out
+    assert "| job | optimizer | seed | status |" in result.stdout  # summary.md, printed
 
 
 def test_the_summary_command_says_when_a_folder_is_no_sweep(tmp_path, capsys):
@@ -282,14 +295,7 @@ def test_a_failing_job_is_reported_and_the_other_jobs_are_intact(tmp_path):
 @pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = sweep(
-        sweep_dir,
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "data=wine",
-        "max_epochs=2",
-        "optimizer=sgd,adam",
-    )
+    result = cli(*readme("hydra/launcher=joblib"), "max_epochs=2", f"hydra.sweep.dir={sweep_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout
     jobs = job_dirs(sweep_dir)
@@ -308,9 +314,7 @@ def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
 @pytest.mark.slow
 def test_submitit_local_runs_a_two_job_sweep(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = sweep(
-        sweep_dir, "hydra/launcher=submitit_local", "data=wine", "max_epochs=2", "seed=0,1"
-    )
+    result = cli(*readme("submitit_local"), "max_epochs=2", f"hydra.sweep.dir={sweep_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = job_dirs(sweep_dir)
     assert [overrides_of(job)["seed"] for job in jobs] == ["0", "1"]
@@ -327,12 +331,8 @@ def test_an_interrupted_optuna_search_continues_where_it_stopped(tmp_path):
     sweep_dir = tmp_path / "search"
     command = [
         sys.executable,
-        "-m",
-        "litforge.train",
-        "-m",
-        "hparams_search=optuna",
+        *readme("hparams_search=optuna"),  # data=wine
         "hydra.sweeper.n_trials=4",
-        "data=wine",
         "max_epochs=15",
         f"hydra.sweep.dir={sweep_dir}",
     ]
