@@ -369,3 +369,34 @@ def test_an_interrupted_optuna_search_continues_where_it_stopped(tmp_path):
     searched = {tuple(sorted(t.params.items())) for t in complete}
     assert len(searched) == 4  # the rerun did not suggest the first run's trials again
     assert len(read_csv(sweep_dir / "summary.csv")) == len(jobs)
+
+
+@pytest.mark.slow
+def test_a_failed_optuna_trial_is_recorded_and_the_search_goes_on(tmp_path):
+    import optuna
+
+    sweep_dir = tmp_path / "search"
+    result = cli(
+        "-m",
+        "litforge.train",
+        "-m",
+        "hparams_search=optuna",
+        "hydra/sweeper/sampler=grid",  # every point of the grid once: two trials
+        "hydra.sweeper.n_trials=2",
+        "data=wine",
+        "debug=fast",
+        "optimizer=choice(sgd)",
+        "accumulate_grad_batches=choice(1)",
+        "optimizer.lr=choice(-1, 0.05)",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert result.returncode == 1
+    study = optuna.load_study(study_name="optuna_wine", storage=f"sqlite:///{sweep_dir}/optuna.db")
+    states = {t.params["optimizer.lr"]: t.state.name for t in study.trials}
+    assert states == {-1: "FAIL", 0.05: "COMPLETE"}
+    statuses = {
+        overrides_of(job)["optimizer.lr"]: read_metrics(job)["status"]
+        for job in job_dirs(sweep_dir)
+    }
+    assert statuses == {"-1": "failed", "0.05": "completed"}
+    assert "1 of 2 jobs failed" in result.stderr

@@ -89,7 +89,7 @@ def error_text(err: BaseException) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     # heavy imports (torch, lightning) only now that Hydra has composed the config, so --help,
     # --cfg and config errors answer at once
     from hydra.core.hydra_config import HydraConfig
@@ -106,20 +106,18 @@ def main(cfg: DictConfig) -> float:
         if isinstance(err, UserError):
             exit_with_message(err)
         raise
-    return record.best_value
+    # what sweepers minimize; None, not NaN, is what Hydra's Optuna sweeper records as a failure
+    return record.best_value if math.isfinite(record.best_value) else None
 
 
-def job_failed(err: Exception) -> float:
-    """A sweep goes on past a failed job: its metrics.json says why, the sweep summary tells.
-
-    NaN is what an Optuna search records as a failed trial.
-    """
+def job_failed(err: Exception) -> None:
+    """A sweep goes on past a failed job: its metrics.json says why, the sweep summary tells."""
     from litforge.errors import UserError
 
     # a user's mistake is its message; a bug or a crash also gets its traceback (in train.log)
     traceback = None if isinstance(err, UserError) else err
     log.error("this job failed, the sweep goes on: %s", error_text(err), exc_info=traceback)
-    return math.nan
+    return None
 
 
 def exit_with_message(err: Exception) -> None:

@@ -36,11 +36,22 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 finished,
                 max(impl.n_trials - finished, 0),
             )
-            # a seeded sampler would otherwise suggest the first run's trials again
-            impl.sampler.reseed_rng()
+            if hasattr(impl.sampler, "reseed_rng"):  # the grid sampler is still a partial here
+                # a seeded sampler would otherwise suggest the first run's trials again
+                impl.sampler.reseed_rng()
         impl.job_idx = len(trials)
         impl.n_trials = max(impl.n_trials - finished, 0)
-        return super().sweep(arguments)
+        try:
+            return super().sweep(arguments)
+        except ValueError:  # optuna's "No trials are completed yet", asked for the best trial
+            if any(
+                t.state.name == "COMPLETE" for t in stored_trials(impl.storage, impl.study_name)
+            ):
+                raise
+            log.error(
+                "No trial of study %s completed: the jobs' metrics.json say why", impl.study_name
+            )
+            return None
 
 
 def stored_trials(storage: str | None, study_name: str | None) -> list:
