@@ -134,19 +134,14 @@ class Summary:
         sign = 1 if self.mode == "min" else -1
         return sorted(table, key=lambda r: _nan_last(sign * r[self.best_name][0]))
 
-    def write(self) -> list[Path]:
-        """summary.csv, summary_seeds.csv (when seed is swept), summary.md and the plots."""
+    def write(self) -> None:
+        """summary.csv, summary_seeds.csv (when seed is swept), the plots and summary.md."""
         rows, seeds = self.rows(), self.over_seeds()
-        written = [self.sweep_dir / "summary.csv"]
-        _write_csv(written[0], rows)
+        _write_csv(self.sweep_dir / "summary.csv", rows)
         if seeds:
-            flat = [_flatten(row) for row in seeds]
-            written.append(self.sweep_dir / "summary_seeds.csv")
-            _write_csv(written[-1], flat)
+            _write_csv(self.sweep_dir / "summary_seeds.csv", [_flatten(row) for row in seeds])
         plots = self.plot()
-        written.append(self.sweep_dir / "summary.md")
-        written[-1].write_text(self.markdown(rows, seeds, plots))
-        return written + plots
+        (self.sweep_dir / "summary.md").write_text(self.markdown(rows, seeds, plots))
 
     def markdown(self, rows: list[dict], seeds: list[dict], plots: list[Path]) -> str:
         failed = [j for j in self.jobs if j.status in FAILED]
@@ -154,7 +149,7 @@ class Summary:
         lines = [
             f"# Sweep {self.sweep_dir.name}",
             "",
-            f"{len(self.jobs)} jobs: {_counts(self.jobs)}. "
+            f"{len(self.jobs)} job{'s' * (len(self.jobs) != 1)}: {_counts(self.jobs)}. "
             f"Sorted by {self.best_name} ({better} is better).",
         ]
         if self.fixed:
@@ -197,6 +192,8 @@ class Summary:
         ax.set(xlabel="epoch", ylabel=self.monitor, title=f"{self.monitor} per epoch, every job")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
         fig.savefig(curves, dpi=100)
+        if not self.swept:  # a multirun of one job without overrides
+            return [curves]
 
         by_key = self.sweep_dir / f"{stem}_by_key.png"
         fig = Figure(figsize=(4 * len(self.swept) + 1, 4), layout="constrained")
@@ -212,6 +209,9 @@ class Summary:
 class SweepSummary(Callback):
     """Writes the summary when a multirun ends; exits 1 if a job of this multirun failed."""
 
+    def __init__(self) -> None:
+        self.earlier: set[Path] = set()
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # an Optuna study's folder holds earlier runs' jobs; only this run's decide the exit code
         self.earlier = {job.dir for job in read_jobs(Path(config.hydra.sweep.dir))}
@@ -223,9 +223,7 @@ class SweepSummary(Callback):
             return
         Summary(sweep_dir, jobs).write()
         print(f"litforge: sweep summary: {sweep_dir / 'summary.md'}")
-        failed = [
-            j for j in jobs if j.status in FAILED and j.dir not in getattr(self, "earlier", ())
-        ]
+        failed = [j for j in jobs if j.status in FAILED and j.dir not in self.earlier]
         if failed:
             print(f"litforge: error: {len(failed)} of {len(jobs)} jobs failed:", file=sys.stderr)
             for job in failed:
