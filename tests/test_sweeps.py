@@ -266,19 +266,23 @@ def test_tensorboard_serves_one_run_per_job_with_hparams_and_images(seed_sweep):
 @pytest.mark.slow
 def test_a_failing_job_is_reported_and_the_other_jobs_are_intact(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = sweep(sweep_dir, "data=wine", "max_epochs=2", "optimizer.lr=0.05,-1,0.01")
+    # torch refuses alpha=-1 when training starts; no check before the sweep knows RMSprop's alpha
+    alphas = "optimizer.alpha=0.99,-1,0.9"
+    result = sweep(sweep_dir, "data=wine", "max_epochs=2", "optimizer=rmsprop", alphas)
     assert result.returncode == 1  # scripts notice
-    failed_dir = sweep_dir / "1_data=wine,max_epochs=2,optimizer.lr=-1"
+    names = [
+        f"{n}_data=wine,max_epochs=2,optimizer.alpha={a},optimizer=rmsprop"
+        for n, a in ((0, 0.99), (1, -1), (2, 0.9))
+    ]
+    error = "ValueError: Invalid alpha value: -1"
     assert "litforge: error: 1 of 3 jobs failed:" in result.stderr
-    assert f"{failed_dir.name}: ValueError: Invalid learning rate: -1" in result.stderr
+    assert f"{names[1]}: {error}" in result.stderr
 
-    failed = read_metrics(failed_dir)
+    failed = read_metrics(sweep_dir / names[1])
     assert failed["status"] == "failed" and failed["stopped_by"] == "error"
-    assert failed["error"] == "ValueError: Invalid learning rate: -1"
-    for job in (
-        sweep_dir / "0_data=wine,max_epochs=2,optimizer.lr=0.05",
-        sweep_dir / "2_data=wine,max_epochs=2,optimizer.lr=0.01",
-    ):
+    assert failed["error"] == error
+    for name in (names[0], names[2]):
+        job = sweep_dir / name
         metrics = read_metrics(job)  # the job after the failure ran too
         assert metrics["status"] == "completed" and math.isfinite(metrics["best"]["value"])
         assert (job / "checkpoints" / "best.ckpt").is_file()
@@ -286,10 +290,10 @@ def test_a_failing_job_is_reported_and_the_other_jobs_are_intact(tmp_path):
 
     rows = read_csv(sweep_dir / "summary.csv")
     assert [r["status"] for r in rows] == ["completed", "completed", "failed"]
-    assert rows[-1]["job"] == "1" and rows[-1]["error"] == failed["error"]
+    assert rows[-1]["job"] == "1" and rows[-1]["error"] == error
     text = (sweep_dir / "summary.md").read_text()
     assert "3 jobs: 2 completed, 1 failed." in text
-    assert f"## Failed jobs\n\n- `{failed_dir.name}`: ValueError: Invalid learning rate: -1" in text
+    assert f"## Failed jobs\n\n- `{names[1]}`: {error}" in text
 
 
 @pytest.mark.slow
@@ -378,15 +382,16 @@ def test_failed_optuna_trials_are_recorded_and_the_search_goes_on(tmp_path):
     sweep_dir = tmp_path / "search"
     search = ["-m", "litforge.train", "-m", "hparams_search=optuna", "data=wine", "debug=fast"]
     search.append(f"hydra.sweep.dir={sweep_dir}")
-    # every trial fails: model=regression does not fit wine's classes
-    failing = cli(*search, "hydra.sweeper.n_trials=2", "model=regression")
+    search.append("optimizer=rmsprop")
+    # every trial fails: torch refuses RMSprop's alpha=-1 when training starts
+    failing = cli(*search, "hydra.sweeper.n_trials=2", "optimizer.alpha=-1")
     assert failing.returncode == 1
-    assert "2 of 2 jobs failed" in failing.stderr and "use model=classification" in failing.stderr
+    assert "2 of 2 jobs failed" in failing.stderr and "Invalid alpha value: -1" in failing.stderr
     storage = f"sqlite:///{sweep_dir}/optuna.db"
     trials = optuna.load_study(study_name="optuna_wine", storage=storage).trials
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # recorded, and the second ran
 
-    fixed = cli(*search, "hydra.sweeper.n_trials=3")  # the same study, now with a fitting model
+    fixed = cli(*search, "hydra.sweeper.n_trials=3")  # the same study, with RMSprop's own alpha
     assert fixed.returncode == 0, fixed.stderr[-3000:]  # the first run's failures are not its own
     trials = optuna.load_study(study_name="optuna_wine", storage=storage).trials
     assert [t.state.name for t in trials] == ["FAIL", "FAIL", "COMPLETE"]
