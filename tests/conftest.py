@@ -15,12 +15,6 @@ import litforge
 
 ROOT = Path(litforge.__file__).resolve().parents[2]
 CONF = ROOT / "conf"
-# every `python -m litforge...` command in README.md (tests/test_readme.py runs them)
-README_COMMANDS = [
-    line.split("#")[0].strip()
-    for line in (ROOT / "README.md").read_text().splitlines()
-    if line.startswith("python -m litforge")
-]
 
 
 def make_cfg(output_dir: Path, *overrides: str, config_name: str = "train") -> DictConfig:
