@@ -13,7 +13,7 @@ install: $(STAMP)
 # Re-installs when the dependencies change; torch comes from constraints.txt (2.13.0, CPU here).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,sweep,slurm]"
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -29,8 +29,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
+# The README's eight-job sweep, in parallel processes (one per CPU core); summary.md when it ends.
 sweep: $(STAMP)
-	$(PY) -m litforge.train -m optimizer=sgd,adam accumulate_grad_batches=1,4 precision=32,64 device=cpu $(ARGS)
+	$(PY) -m litforge.train -m hydra/launcher=joblib optimizer=sgd,adam accumulate_grad_batches=1,4 precision=32,64 device=cpu $(ARGS)
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir outputs --host $(HOST) --port $(PORT)

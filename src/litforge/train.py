@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -116,10 +117,11 @@ def error_text(err: BaseException) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     # heavy imports (torch, lightning) only now that Hydra has composed the config, so --help,
     # --cfg and config errors answer at once
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from litforge.errors import UserError
 
@@ -132,22 +134,36 @@ def main(cfg: DictConfig) -> float:
         if cfg.resume:  # continue the run with its own config: its overrides, then these
             cfg, overrides, choices = resume.config(Path(cfg.resume), overrides)
         record = train(cfg, overrides, choices)
-    except UserError as err:
-        raise_or_exit(err, hydra_cfg)
-    return record.best_value
+    except Exception as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return job_failed(err)
+        if isinstance(err, UserError):
+            raise_or_exit(err)
+        raise
+    # what sweepers minimize; None, not NaN, is what Hydra's Optuna sweeper records as a failure
+    return record.best_value if math.isfinite(record.best_value) else None
 
 
-def raise_or_exit(err: Exception, hydra_cfg) -> None:
+def job_failed(err: Exception) -> None:
+    """A sweep goes on past a failed job: its metrics.json says why, the sweep summary tells."""
+    from litforge.errors import UserError
+
+    # a user's mistake is its message; a bug or a crash also gets its traceback (in train.log)
+    traceback = None if isinstance(err, UserError) else err
+    log.error("this job failed, the sweep goes on: %s", error_text(err), exc_info=traceback)
+    return None
+
+
+def raise_or_exit(err: Exception) -> None:
     """A user's mistake ends a single run with its message and exit code 2, no traceback.
 
     HYDRA_FULL_ERROR=1 shows the traceback, as it does for Hydra's own errors.
     """
     import os
 
-    from hydra.types import RunMode
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    if hydra_cfg.mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise err
     if rank_zero_only.rank == 0:  # under DDP every process gets here; one message is enough
         print(f"litforge: error: {err}", file=sys.stderr)
