@@ -24,10 +24,10 @@ check-config: $(STAMP)
 	$(PY) -m litforge.checks $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n auto $(ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest -n auto -m "not slow" $(ARGS)
 
 # The README's eight-job sweep, in parallel processes (one per CPU core); summary.md when it ends.
 sweep: $(STAMP)
