@@ -201,7 +201,6 @@ def throughput(repeats: int, quick: bool) -> list[dict]:
                         *overrides,
                         f"data.batch_size={batch}",
                         "early_stopping=none",
-                        "callbacks.checkpoint.save_last=true",
                     ]
                     cfg = compose(base, Path(tmp))
                     quiet = io.StringIO()  # progress bars and Lightning's logs

@@ -36,6 +36,7 @@ WHOLE_NUMBERS = {
     "max_epochs": (1, "the number of training epochs", "max_epochs=50"),
     "accumulate_grad_batches": (1, "batches per optimizer step", "accumulate_grad_batches=1"),
     "threads": (1, "the number of CPU threads torch uses", "threads=1"),
+    "steps_per_call": (1, "optimizer steps per Lightning training step", "steps_per_call=32"),
 }
 
 
