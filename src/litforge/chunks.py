@@ -231,11 +231,12 @@ def train_chunk(module: L.LightningModule, chunk: Chunk) -> None:
         for callback in fast.ends:
             callback.on_batch_end(trainer, module, loss, batch_idx, stepped, last)
         if stepped and 0 <= trainer.max_steps <= trainer.global_step:
-            last = True  # Lightning ends the fit after this chunk
+            # Lightning ends the fit after this chunk; its own loop would not validate a
+            # partial epoch, so neither does this one
+            epoch_loop._skip_next_val = not last
             break
+    module.log("train/loss", module.train_loss, on_step=False, on_epoch=True)
     module.log("train/loss_step", loss, on_step=True, prog_bar=True, logger=False)
-    if last:  # once is enough: Lightning computes the metric at the epoch's end
-        module.log("train/loss", module.train_loss, on_step=False, on_epoch=True)
 
 
 def step_schedules(trainer: L.Trainer, module: L.LightningModule, interval: str, batch_idx: int):

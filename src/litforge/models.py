@@ -100,9 +100,8 @@ class TabularModule(L.LightningModule):
         loss = self.loss(self(x), y)
         # the epoch mean is weighted by batch size, so a short last batch counts for what it holds
         self.train_loss.update(loss.detach(), len(y))
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
-        if batch_idx + 1 == self.trainer.num_training_batches:  # computed at the epoch's end
-            self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
         # Lightning divides the loss by k itself
         return loss * self.accumulation_weight(batch_idx, len(y)) * self.accumulate
 
