@@ -8,11 +8,7 @@ import lightning as L
 import torch
 
 from litforge.chunks import EveryBatch
-from litforge.errors import UserError
-
-
-class Diverged(UserError):
-    """The training loss became NaN or infinite; metrics.json records `stopped_by: divergence`."""
+from litforge.errors import Diverged
 
 
 class StopOnDivergence(EveryBatch):
