@@ -110,6 +110,6 @@ def save_last_checkpoint(trainer: L.Trainer) -> None:
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.monitor is None:
             path = callback.format_checkpoint_name({})
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)
             log.info("saved %s", path)
             return
