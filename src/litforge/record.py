@@ -58,6 +58,11 @@ class RunRecord:
             "history": {},
         }
 
+    def start_clock(self) -> None:
+        """wall_time_s counts from here: the run's own time, once torch and lightning are loaded
+        (what a sweep's job costs beyond the process it runs in)."""
+        self.started = time.perf_counter()
+
     def update_from(self, trainer: L.Trainer) -> None:
         """Epochs, steps, best value and why training stopped, as the trainer saw them."""
         from litforge.history import EpochHistory

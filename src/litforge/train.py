@@ -22,10 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("litforge")
 resume.register_resolvers()  # conf/train.yaml's run folder depends on `resume` and `ckpt_path`
-# At exit the interpreter frees the millions of objects torch and lightning made, collecting
-# garbage as it goes: ~1 s after the last log line. Everything is written by then; freezing
-# them (atexit runs before that teardown) skips the collections.
-atexit.register(gc.freeze)
 
 
 def fit_and_test(
@@ -54,6 +50,11 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
     metrics.json is written on every way out: completed, failed or interrupted.
     """
     record = RunRecord(Path(cfg.output_dir), cfg.monitor, list(overrides))
+    # At exit the interpreter frees the millions of objects torch and lightning make, collecting
+    # garbage as it goes: ~1 s after the last log line, in every process that ran a job (sweep
+    # workers too). Everything is written by then; freezing them first skips the collections.
+    atexit.unregister(gc.freeze)  # registered once, however many runs this process makes
+    atexit.register(gc.freeze)
     trainer = module = params = None
     try:
         checks.check_config(cfg)  # before any data is loaded: the mistakes a config can show
@@ -62,6 +63,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
 
         from litforge import build
 
+        record.start_clock()
         torch.set_num_threads(cfg.threads)
         ckpt_path = cfg.ckpt_path
         if cfg.resume and not ckpt_path:
