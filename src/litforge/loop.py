@@ -31,10 +31,13 @@ class BatchSeed(EveryBatch):
 
     def on_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: int):
         seed = batch_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
-        if pl_module.device.type == "cpu":
-            # the CPU generator only: torch.manual_seed also seeds every accelerator's, ~100 µs
-            torch.default_generator.manual_seed(seed)
-        else:
+        # the generators this process draws from: torch.manual_seed would also seed (and first
+        # look for) every other kind of device, ~100 µs a batch
+        torch.default_generator.manual_seed(seed)
+        device = pl_module.device.type
+        if device == "cuda":
+            torch.cuda.manual_seed(seed)  # the current device: Lightning sets it to this rank's
+        elif device != "cpu":
             torch.manual_seed(seed)
 
 
