@@ -177,3 +177,4 @@ def test_the_progress_bar_counts_batches_not_chunks(tmp_path):
     bar = trainer.progress_bar_callback
     assert trainer.num_training_batches == 1  # 124 wines in 16 batches of 8: one chunk
     assert bar.total_train_batches == bar.train_progress_bar.n == 16
+    assert {"train/loss_step", "val/loss"} <= set(bar.get_metrics(trainer, module))

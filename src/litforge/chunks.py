@@ -184,10 +184,11 @@ def overrides(obj: Any, base: type, name: str) -> bool:
     return getattr(type(obj), name) is not getattr(base, name)
 
 
-def train_chunk(module: L.LightningModule, chunk: Chunk) -> None:
+def train_chunk(module: L.LightningModule, chunk: Chunk) -> dict[str, Tensor]:
     """Train on a chunk's batches: forward, backward and an optimizer step per group of k.
 
-    `module` is a TabularModule on the fast path (FastPath set `module.fast`).
+    `module` is a TabularModule on the fast path (FastPath set `module.fast`). Returns the last
+    batch's loss, which the progress bar shows.
     """
     trainer, fast = module.trainer, module.fast
     k = fast.accumulate
@@ -206,10 +207,10 @@ def train_chunk(module: L.LightningModule, chunk: Chunk) -> None:
         for callback in fast.starts:
             callback.on_batch_start(trainer, module, batch_idx)
         loss = module.loss(module(x), y)  # the batch's mean loss
-        module.train_loss.update(loss, len(y))
         weight = module.accumulation_weight(batch_idx, len(y))
         (loss * weight if weight != 1.0 else loss).backward()
         loss = loss.detach()
+        module.train_loss.note(loss, len(y))
         if k > 1:
             group_loss = group_loss + loss * weight
         last = batch_idx + 1 == len(sizes)
@@ -238,11 +239,9 @@ def train_chunk(module: L.LightningModule, chunk: Chunk) -> None:
             epoch_loop._skip_next_val = not last
             last = True
             break
-    # one log call costs ~0.3 ms: the epoch's metric once, when the epoch ends
-    if last:
+    if last:  # once an epoch: a log call costs ~0.3 ms
         module.log("train/loss", module.train_loss, on_step=False, on_epoch=True)
-    if trainer.progress_bar_callback is not None:
-        module.log("train/loss_step", loss, on_step=True, prog_bar=True, logger=False)
+    return {"loss": loss}
 
 
 def schedules(trainer: L.Trainer, interval: str) -> list:
@@ -269,7 +268,10 @@ def log_step_loss(trainer: L.Trainer, loss: Tensor, step: int) -> None:
 
 
 class BatchProgressBar(TQDMProgressBar):
-    """TQDM's progress bar, counting batches also on the fast path (Lightning counts chunks)."""
+    """TQDM's progress bar, counting batches also on the fast path (Lightning counts chunks),
+    where it shows the last batch's loss as train/loss_step without a log call per chunk."""
+
+    step_loss: Tensor | None = None
 
     @property
     def total_train_batches(self) -> int | float:
@@ -281,4 +283,11 @@ class BatchProgressBar(TQDMProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if isinstance(batch, Chunk):
             batch_idx = batch.first + batch.count - 1
+            self.step_loss = outputs["loss"]
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        if self.step_loss is not None:
+            metrics["train/loss_step"] = float(self.step_loss)  # read when the bar redraws
+        return metrics
