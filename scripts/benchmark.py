@@ -203,9 +203,15 @@ RUNNERS = {
 
 
 def throughput(repeats: int, quick: bool) -> list[dict]:
+    import logging
+
     import lightning as L
     import torch
 
+    from litforge.build import quiet_lightning
+
+    quiet_lightning()  # Lightning's console lines would interleave with the results
+    logging.getLogger("lightning").setLevel(logging.WARNING)
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
     rows = []

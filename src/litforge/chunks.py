@@ -134,6 +134,8 @@ class FastPath(Callback):
         reason = self.why_not(trainer, pl_module)
         if reason:
             log.info("Lightning's own training loop: %s", reason)
+            if hasattr(trainer.datamodule, "chunk"):  # in case an earlier fit chunked it
+                trainer.datamodule.chunk = 1
             return
         k = trainer.accumulate_grad_batches
         every = [c for c in trainer.callbacks if isinstance(c, EveryBatch)]
@@ -161,7 +163,7 @@ class FastPath(Callback):
             return f"precision={trainer.precision} steps through its gradient scaler"
         if trainer.limit_train_batches != 1.0 or trainer.overfit_batches:
             return "limit_train_batches or overfit_batches count Lightning's batches"
-        if getattr(trainer.checkpoint_callback, "_every_n_train_steps", 0):
+        if any(getattr(c, "_every_n_train_steps", 0) for c in trainer.checkpoint_callbacks):
             return "ModelCheckpoint(every_n_train_steps) saves between optimizer steps"
         hooks = [
             f"{type(c).__name__}.{hook}"

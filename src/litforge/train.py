@@ -50,11 +50,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
     metrics.json is written on every way out: completed, failed or interrupted.
     """
     record = RunRecord(Path(cfg.output_dir), cfg.monitor, list(overrides))
-    # At exit the interpreter frees the millions of objects torch and lightning make, collecting
-    # garbage as it goes: ~1 s after the last log line, in every process that ran a job (sweep
-    # workers too). Everything is written by then; freezing them first skips the collections.
-    atexit.unregister(gc.freeze)  # registered once, however many runs this process makes
-    atexit.register(gc.freeze)
+    freeze_at_exit()  # sweep workers run this function without importing this module
     trainer = module = params = None
     try:
         checks.check_config(cfg)  # before any data is loaded: the mistakes a config can show
@@ -106,6 +102,16 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
     return record
 
 
+def freeze_at_exit() -> None:
+    """Skip the garbage collection of the interpreter's teardown (~1 s with torch loaded).
+
+    At exit the interpreter frees the millions of objects torch and lightning make, collecting
+    garbage as it goes. Everything is written by then; gc.freeze() first skips the collections.
+    """
+    atexit.unregister(gc.freeze)  # registered once, however often this is called
+    atexit.register(gc.freeze)
+
+
 def close_progress_bar(trainer: L.Trainer | None) -> None:
     """End the progress bar's line, so the error message that follows starts on its own."""
     bar = getattr(trainer, "progress_bar_callback", None)
@@ -154,6 +160,8 @@ def raise_or_exit(err: Exception, hydra_cfg) -> None:
         print(f"litforge: error: {err}", file=sys.stderr)
     sys.exit(2)
 
+
+freeze_at_exit()  # this process's own exit, also when its jobs run elsewhere (joblib)
 
 if __name__ == "__main__":
     main()
