@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import litforge
+from litforge.chunks import EveryBatch
 
 ROOT = Path(litforge.__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -53,15 +53,16 @@ def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
 
 
-class SignalAt(L.Callback):
+class SignalAt(EveryBatch):
     """Sends this process `signum` as batch `batch` of epoch `epoch` starts: a Ctrl-C on cue.
 
     Tests add it on the command line: `+callbacks.signal._target_=conftest.SignalAt ...`.
+    An EveryBatch callback, so it fires at that batch inside a chunk on the fast path too.
     """
 
     def __init__(self, epoch: int, batch: int, signum: int) -> None:
         self.epoch, self.batch, self.signum = epoch, batch, signum
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+    def on_batch_start(self, trainer, pl_module, batch_idx: int) -> None:
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
             signal.raise_signal(self.signum)

@@ -84,7 +84,9 @@ def test_lightning_alone_shrinks_a_short_last_accumulation_group_so_the_test_wou
     tmp_path, monkeypatch
 ):
     # Lightning's own weighting: every batch's loss divided by k, whatever the group holds
-    monkeypatch.setattr(TabularModule, "accumulation_weight", lambda self, i, n: 1.0)
+    monkeypatch.setattr(
+        TabularModule, "accumulation_weight", lambda self, i, n: 1 / self.accumulate
+    )
     accumulated, plain = accumulated_and_plain(tmp_path, *UNEVEN)
     assert torch.max(torch.abs(accumulated - plain)) > 1e-4
     accumulated, plain = accumulated_and_plain(tmp_path, *EVEN)

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from litforge import checks
+from litforge.chunks import FastPath
 from litforge.data import TabularDataModule
 from litforge.divergence import StopOnDivergence
 from litforge.history import ConfigInCheckpoint, EpochHistory
@@ -49,7 +50,8 @@ def module(cfg: DictConfig, dm: TabularDataModule) -> TabularModule:
 
 
 def callbacks(cfg: DictConfig) -> list[Callback]:
-    """The callbacks group, early stopping, and the ones every run has (history, exact resume)."""
+    """The callbacks group, early stopping, and the ones every run has (history, exact resume,
+    the fast path)."""
     built = [instantiate(c) for c in (cfg.callbacks or {}).values() if c]
     if cfg.early_stopping:
         built.append(instantiate(cfg.early_stopping))
@@ -60,6 +62,7 @@ def callbacks(cfg: DictConfig) -> list[Callback]:
         StopOnDivergence(),
         BatchSeed(cfg.seed),
         GracefulStop(),
+        FastPath(cfg.get("steps_per_call", 1)),
     ]
 
 

@@ -36,22 +36,27 @@ WHOLE_NUMBERS = {
     "max_epochs": (1, "the number of training epochs", "max_epochs=50"),
     "accumulate_grad_batches": (1, "batches per optimizer step", "accumulate_grad_batches=1"),
     "threads": (1, "the number of CPU threads torch uses", "threads=1"),
+    "steps_per_call": (1, "optimizer steps per Lightning training step", "steps_per_call=32"),
 }
 
 
 def check_config(cfg: DictConfig, here: bool = True) -> None:
     """Everything that can be checked from the composed config alone, in the order users err.
 
-    `here=False` when the run will start on another machine (a Slurm job): its devices are
-    checked there, when it starts.
+    The values first: they need no import, so a mistaken value answers before torch loads
+    (~0.5 s, not ~4 s). `here=False` when the run will start on another machine (a Slurm job):
+    its devices are checked there, when it starts.
     """
     check_no_missing_values(cfg)
-    check_targets_import(cfg)
     for name in WHOLE_NUMBERS:
         for key, value in knob(cfg, name):
             check_whole_number(key, value, *WHOLE_NUMBERS[name])
     check_optimizer(cfg.optimizer)
-    check_model(cfg.model)
+    check_model_values(cfg.model)
+    check_data_values(cfg.data)
+    # then what the code the config names must agree with (this imports torch and lightning)
+    check_targets_import(cfg)
+    check_activation(cfg.model)
     data_task, rows = check_data(cfg.data)
     check_task(model_task(cfg.model), data_task)
     check_monitor(str(cfg.monitor), str(cfg.monitor_mode), model_task(cfg.model) or data_task)
@@ -171,9 +176,7 @@ def check_optimizer(optimizer: DictConfig) -> None:
             )
 
 
-def check_model(model: DictConfig) -> None:
-    from litforge.models import ACTIVATIONS
-
+def check_model_values(model: DictConfig) -> None:
     dims = model.get("hidden_dims")
     if dims is not None and (
         not OmegaConf.is_list(dims)
@@ -190,6 +193,11 @@ def check_model(model: DictConfig) -> None:
             f"model.dropout={shown(dropout)} is not allowed: it is a probability in [0, 1); "
             "use e.g. model.dropout=0.2, or 0 for none."
         )
+
+
+def check_activation(model: DictConfig) -> None:
+    from litforge.models import ACTIVATIONS
+
     activation = model.get("activation")
     if activation is not None and activation not in ACTIVATIONS:
         raise UserError(
@@ -208,12 +216,8 @@ def model_task(model: DictConfig) -> str | None:
     return {RegressionModule: "regression", ClassificationModule: "classification"}.get(cls)
 
 
-def check_data(data: DictConfig) -> tuple[str | None, int | None]:
-    """The data's keys; returns its task and row count where the config alone tells them."""
-    from hydra.utils import get_class
-
-    from litforge.data import TASKS, CSVDataModule, SklearnDataModule, SyntheticDataModule
-
+def check_data_values(data: DictConfig) -> None:
+    """The keys every data config has: batch size and split fractions."""
     check_batch_size(data.get("batch_size", 1))
     val, test = data.get("val_fraction", 0.15), data.get("test_fraction", 0.15)
     for key, value in (("data.val_fraction", val), ("data.test_fraction", test)):
@@ -227,6 +231,14 @@ def check_data(data: DictConfig) -> tuple[str | None, int | None]:
             f"data.val_fraction={val} and data.test_fraction={test} add up to {val + test:g}, "
             "which leaves no rows for training; make their sum < 1, e.g. 0.15 each."
         )
+
+
+def check_data(data: DictConfig) -> tuple[str | None, int | None]:
+    """The data class's own keys; returns its task and row count where the config tells them."""
+    from hydra.utils import get_class
+
+    from litforge.data import TASKS, CSVDataModule, SklearnDataModule, SyntheticDataModule
+
     cls = get_class(data._target_)
     if issubclass(cls, SklearnDataModule):
         name = data.get("name")

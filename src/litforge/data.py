@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from litforge.checks import check_split
+from litforge.chunks import Chunk
 from litforge.errors import UserError
 
 TASKS = ("regression", "classification")
@@ -25,6 +26,12 @@ class InMemoryLoader:
     batches as an uninterrupted one. Lightning calls `sampler.set_epoch(epoch)` before each epoch,
     and saves `state_dict()` in checkpoints: one written mid-epoch resumes at the next batch.
     With `world_size > 1` each rank takes its own disjoint shard of the epoch's permutation.
+
+    With `chunk > 1` (the fast path, chunks.py) each item is a `Chunk` of up to `chunk`
+    consecutive batches, sliced with one indexing operation; chunk j holds batches
+    [j * chunk, (j + 1) * chunk), also after resuming mid-chunk, so an epoch has len(self) items
+    however it was interrupted. The module trains the chunk's batches and advances
+    `batches_done` as it goes.
     """
 
     def __init__(
@@ -37,12 +44,14 @@ class InMemoryLoader:
         rank: int = 0,
         world_size: int = 1,
         equal_shards: bool = False,
+        chunk: int = 1,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.rank, self.world_size = rank, world_size
+        self.chunk = chunk
         n = len(x)
         # training ranks must take the same number of steps, so each gets floor(n / world_size)
         # samples; evaluation ranks may differ in length (metrics are summed over ranks).
@@ -50,6 +59,7 @@ class InMemoryLoader:
             self.num_samples = n // world_size
         else:
             self.num_samples = len(range(rank, n, world_size))
+        self.num_batches = math.ceil(self.num_samples / batch_size)
         self.epoch = 0
         self.batches_done = 0  # in this epoch, counting the one being trained on
         self.resume_at = 0  # batches to skip at the next iteration (set by load_state_dict)
@@ -60,7 +70,7 @@ class InMemoryLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
+        return math.ceil(self.num_batches / self.chunk)
 
     def batch_sizes(self) -> list[int]:
         """Sizes of this epoch's batches, in order (the last may be short)."""
@@ -87,15 +97,22 @@ class InMemoryLoader:
 
     def __iter__(self):
         index = self.indices()
-        self.batches_done, self.resume_at = self.resume_at, 0
-        for start in range(self.batches_done * self.batch_size, self.num_samples, self.batch_size):
-            stop = min(start + self.batch_size, self.num_samples)
-            self.batches_done += 1
+        batch, self.resume_at = self.resume_at, 0
+        self.batches_done = batch
+        while batch < self.num_batches:
+            stop = min((batch // self.chunk + 1) * self.chunk, self.num_batches)
+            rows = slice(batch * self.batch_size, min(stop * self.batch_size, self.num_samples))
             if index is None:  # contiguous slices are views: no copy at all
-                yield self.x[start:stop], self.y[start:stop]
+                x, y = self.x[rows], self.y[rows]
             else:
-                rows = index[start:stop]
-                yield self.x[rows], self.y[rows]
+                picked = index[rows]
+                x, y = self.x[picked], self.y[picked]
+            if self.chunk == 1:
+                self.batches_done = stop
+                yield x, y
+            else:
+                yield Chunk(x, y, batch, stop - batch)
+            batch = stop
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -141,6 +158,7 @@ class TabularDataModule(L.LightningDataModule):
         self.seed = seed  # decides the split
         self.shuffle = shuffle
         self.order_seed = seed if order_seed is None else order_seed  # decides the batch order
+        self.chunk = 1  # training batches per loader item; chunks.FastPath sets it for its fit
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.classes: list = []
 
@@ -208,8 +226,9 @@ class TabularDataModule(L.LightningDataModule):
         x, y = x.to(device=device, dtype=dtype), y.to(device)
         if y.is_floating_point():
             y = y.to(dtype)
-        # evaluation batches only bound memory; their size does not change a metric
-        batch_size = self.train_batch_size() if train else max(self.train_batch_size(), 1024)
+        # evaluation batches only bound memory (their size changes no metric): large ones, as
+        # Lightning's loop costs ~0.3 ms a batch
+        batch_size = self.train_batch_size() if train else max(self.train_batch_size(), 8192)
         return InMemoryLoader(
             x,
             y,
@@ -219,6 +238,7 @@ class TabularDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
             equal_shards=train,
+            chunk=self.chunk if train else 1,
         )
 
     def train_dataloader(self) -> InMemoryLoader:

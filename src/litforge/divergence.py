@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import math
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 
-from litforge.errors import UserError
-
-
-class Diverged(UserError):
-    """The training loss became NaN or infinite; metrics.json records `stopped_by: divergence`."""
+from litforge.chunks import EveryBatch
+from litforge.errors import Diverged
 
 
-class StopOnDivergence(Callback):
+class StopOnDivergence(EveryBatch):
     """Raises `Diverged` at the first training batch whose loss is not finite.
 
     On the CPU every batch's loss is checked as it comes (a host tensor: no sync to wait for).
@@ -30,11 +25,22 @@ class StopOnDivergence(Callback):
         self.first_bad: torch.Tensor | None = None  # index into `seen` of the first bad loss, or -1
         self.seen: list[tuple[int, int, int]] = []  # (epoch, batch, global step) since last read
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch, batch_idx: int
+    def on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        loss: torch.Tensor | None,
+        batch_idx: int,
+        stepped: bool,
+        last: bool,
     ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor):
+            return
+        if loss.device.type == "cpu" and trainer.world_size == 1:
+            if not math.isfinite(loss.item()):  # a host tensor: reading it costs nothing
+                raise Diverged(
+                    message(trainer, trainer.current_epoch, batch_idx, trainer.global_step)
+                )
             return
         if self.first_bad is None or self.first_bad.device != loss.device:
             self.first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
@@ -43,9 +49,7 @@ class StopOnDivergence(Callback):
             not_finite & (self.first_bad < 0), len(self.seen), self.first_bad
         )
         self.seen.append((trainer.current_epoch, batch_idx, trainer.global_step))
-        on_host = loss.device.type == "cpu" and trainer.world_size == 1
-        last_of_epoch = batch_idx + 1 >= trainer.num_training_batches
-        if not (on_host or last_of_epoch or len(self.seen) >= trainer.log_every_n_steps):
+        if not (last or len(self.seen) >= trainer.log_every_n_steps):
             return
         first = int(self.first_bad)  # the one host-device sync
         # every rank reads at the same batches, so a rank that saw a bad loss stops them all

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import threading
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from litforge.chunks import EveryBatch
 
 log = logging.getLogger("litforge")
 
 
-class BatchSeed(Callback):
-    """Seeds torch's global generator from (seed, epoch, batch, rank) before each training batch.
+class BatchSeed(EveryBatch):
+    """Seeds torch's generator from (seed, epoch, batch, rank) before each training batch.
 
     Dropout draws from that generator, so a batch's masks depend on where it is in training and
     on nothing that ran before it in this process: a run resumed from any checkpoint, even one
@@ -27,16 +29,29 @@ class BatchSeed(Callback):
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        key = [self.seed, trainer.current_epoch, batch_idx, trainer.global_rank]
-        torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]))
+    def on_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: int):
+        seed = batch_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
+        # the generators this process draws from: torch.manual_seed would also seed (and first
+        # look for) every other kind of device, ~100 µs a batch
+        torch.default_generator.manual_seed(seed)
+        device = pl_module.device.type
+        if device == "cuda":
+            torch.cuda.manual_seed(seed)  # the current device: Lightning sets it to this rank's
+        elif device != "cpu":
+            torch.manual_seed(seed)
+
+
+def batch_seed(*key: int) -> int:
+    """A reproducible 64-bit seed, a different one for every tuple of whole numbers."""
+    digest = hashlib.blake2b(",".join(map(str, key)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 class Interrupted(SystemExit):
     """Ends a run that a signal stopped; its exit code is 128 + the signal number, as a shell's."""
 
 
-class GracefulStop(Callback):
+class GracefulStop(EveryBatch):
     """Ctrl-C (SIGINT) or SIGTERM (what SLURM sends before preemption) stops training cleanly.
 
     The signal only sets a flag. Training stops after the next optimizer step (never inside an
@@ -69,9 +84,7 @@ class GracefulStop(Callback):
             signal.Signals(signum).name,
         )
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
-        last = batch_idx + 1 >= trainer.num_training_batches
+    def on_batch_end(self, trainer, pl_module, loss, batch_idx: int, stepped: bool, last: bool):
         if stepped and not last and self._stop_requested(trainer):
             save_last_checkpoint(trainer)
             self._exit()
@@ -100,6 +113,6 @@ def save_last_checkpoint(trainer: L.Trainer) -> None:
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.monitor is None:
             path = callback.format_checkpoint_name({})
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)
             log.info("saved %s", path)
             return

@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
+
+from litforge.chunks import Chunk, FastSteps, train_chunk
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -35,6 +37,55 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+class RunningMean(Metric):
+    """The weighted mean of the epoch's training loss, kept in checkpoints.
+
+    `note()` is the fast path's per-batch update: it only lists the loss (~0.1 µs; torchmetrics'
+    update() costs ~10 µs, a few percent of a small model's step). Listed losses are added when
+    the mean is computed or saved, one addition per batch in the order they came, in float64, so
+    the sums hold the same bits as update()'s, however often they are read. One process only:
+    DDP syncs the states before compute() (Lightning's own loop, which calls update()).
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        zero = torch.zeros((), dtype=torch.float64)
+        self.add_state("total", zero.clone(), dist_reduce_fx="sum", persistent=True)
+        self.add_state("weight", zero.clone(), dist_reduce_fx="sum", persistent=True)
+        self.noted: list[tuple[Tensor, int]] = []
+
+    def update(self, value: Tensor, weight: int) -> None:
+        self.total.add_(value, alpha=weight)
+        self.weight.add_(weight)
+
+    def note(self, value: Tensor, weight: int) -> None:
+        """Add a detached loss of `weight` samples later."""
+        if not self.noted:  # what torchmetrics' update() would record, once for all of them
+            self._update_count += 1
+            self._computed = None
+        self.noted.append((value, weight))
+
+    def add_noted(self) -> None:
+        for value, weight in self.noted:
+            self.total.add_(value.to(self.total.device), alpha=weight)
+        self.weight.add_(sum(weight for _, weight in self.noted))
+        self.noted.clear()
+
+    def compute(self) -> Tensor:
+        self.add_noted()
+        return self.total / self.weight
+
+    def reset(self) -> None:
+        self.noted.clear()
+        super().reset()
+
+    def _save_to_state_dict(self, *args, **kwargs) -> None:
+        self.add_noted()
+        super()._save_to_state_dict(*args, **kwargs)
+
+
 class TabularModule(L.LightningModule):
     """Shared steps; subclasses define the loss, the metrics and the output width."""
 
@@ -52,8 +103,8 @@ class TabularModule(L.LightningModule):
         self.monitor = monitor
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         # in checkpoints, so an epoch resumed mid-way still reports the mean over all its batches
-        self.train_loss = MeanMetric()
-        self.train_loss.persistent(True)
+        self.train_loss = RunningMean()
+        self.fast: FastSteps | None = None  # set by chunks.FastPath when fit takes the fast path
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
@@ -67,54 +118,71 @@ class TabularModule(L.LightningModule):
         """(prediction, target) in the form and units the metrics expect."""
         return output, y
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor] | Chunk, batch_idx: int):
+        if isinstance(batch, Chunk):  # the fast path: this call trains a chunk of batches
+            return train_chunk(self, batch)
         x, y = batch
         loss = self.loss(self(x), y)
         # the epoch mean is weighted by batch size, so a short last batch counts for what it holds
-        self.train_loss.update(loss.detach(), weight=len(y))
+        self.train_loss.update(loss.detach(), len(y))
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
-        return loss * self.accumulation_weight(batch_idx, len(y))
+        # Lightning divides the loss by k itself
+        return loss * self.accumulation_weight(batch_idx, len(y)) * self.accumulate
+
+    @property
+    def accumulate(self) -> int:
+        """k: batches per optimizer step (accumulate_grad_batches), on either path."""
+        return self.fast.accumulate if self.fast else self.trainer.accumulate_grad_batches
 
     def accumulation_weight(self, batch_idx: int, batch_size: int) -> float:
-        """Scale so an accumulation group's gradient is the mean over exactly its samples.
+        """The weight of a batch's mean loss so its group's gradient is the mean over its samples.
 
-        Lightning divides every loss by k = accumulate_grad_batches. That is right when all k
-        batches hold b samples, but an epoch can end in a short batch or a short group of fewer
-        than k batches, whose summed gradient would then be too small. Weighting each batch by
-        k * len(batch) / samples_in_group makes the sum equal the mean over the group's samples.
+        That is len(batch) / samples_in_group: 1/k when all k batches of a group hold b samples,
+        more for the batches of an epoch's short last batch or short last group, whose summed
+        gradient would otherwise be too small (Lightning's own weighting is 1/k for all).
         """
-        k = self.trainer.accumulate_grad_batches
-        sizes = getattr(self.trainer.train_dataloader, "batch_sizes", None)
-        if k == 1 or sizes is None:  # one batch per step, or a loader we can't see into
+        k = self.accumulate
+        if k == 1:
             return 1.0
+        sizes = getattr(self.trainer.train_dataloader, "batch_sizes", None)
+        if sizes is None:  # a loader we can't see into
+            return 1.0 / k
         first = batch_idx // k * k
-        return k * batch_size / sum(sizes()[first : first + k])
+        return batch_size / sum(sizes()[first : first + k])
 
     def on_train_epoch_start(self) -> None:
         # Lightning skips this hook when it resumes mid-epoch: the restored sum carries on
         self.train_loss.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_loss, self.val_metrics, "val/loss")
+        self._evaluate(batch, self.val_loss, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        # logged once an epoch (a log call costs ~0.3 ms): Lightning computes each metric,
+        # summed over ranks, and resets it
+        self.log("val/loss", self.val_loss, prog_bar=True)
+        self.log_dict(self.val_metrics)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_loss, self.test_metrics, "test/loss")
+        self._evaluate(batch, self.test_loss, self.test_metrics)
 
-    def _evaluate(self, batch, loss_metric: MeanMetric, metrics: MetricCollection, name: str):
+    def on_test_epoch_end(self) -> None:
+        self.log("test/loss", self.test_loss)
+        self.log_dict(self.test_metrics)
+
+    def _evaluate(self, batch, loss_metric: MeanMetric, metrics: MetricCollection) -> None:
         x, y = batch
         output = self(x)
         # MeanMetric weighted by batch size: the exact mean over the split, summed over ranks
         loss_metric.update(self.loss(output, y), weight=len(y))
         metrics.update(*self.for_metrics(output, y))
-        self.log(name, loss_metric, on_step=False, on_epoch=True, prog_bar=True)
-        self.log_dict(metrics, on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
         # Lightning steps a plateau schedule after the epoch's checkpoints are written, so a run
         # resumed from one would miss that step; step it here, before them, instead
+        metric = self.trainer.callback_metrics.get(self.monitor)
         for config in self.trainer.lr_scheduler_configs:
-            metric = self.trainer.callback_metrics.get(config.monitor)
             if isinstance(config.scheduler, ReduceLROnPlateau) and metric is not None:
                 config.scheduler.step(metric)
 
@@ -126,11 +194,10 @@ class TabularModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
-        }
+        schedule = {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}
+        if self.automatic_optimization:  # Lightning's loop needs it for a plateau schedule
+            schedule["monitor"] = self.monitor
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 class RegressionModule(TabularModule):
@@ -183,8 +250,9 @@ class ClassificationModule(TabularModule):
     ) -> None:
         metrics = MetricCollection(
             {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
+                # the module's own outputs and labels: no need to validate them every batch
+                "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+                "f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
             }
         )
         net = mlp(num_features, num_classes, list(hidden_dims), dropout, activation)

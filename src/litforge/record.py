@@ -5,24 +5,22 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping
-from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from litforge.history import EpochHistory
+if TYPE_CHECKING:  # imported where used: a config error is reported before torch loads
+    import lightning as L
 
+# EarlyStopping's stopping_reason (an EarlyStoppingReason) -> metrics.json's stopped_by
 STOP_REASONS = {
-    EarlyStoppingReason.STOPPING_THRESHOLD: "threshold",
-    EarlyStoppingReason.PATIENCE_EXHAUSTED: "early_stopping",
-    EarlyStoppingReason.NON_FINITE_METRIC: "divergence",
-    EarlyStoppingReason.DIVERGENCE_THRESHOLD: "divergence",
+    "STOPPING_THRESHOLD": "threshold",
+    "PATIENCE_EXHAUSTED": "early_stopping",
+    "NON_FINITE_METRIC": "divergence",
+    "DIVERGENCE_THRESHOLD": "divergence",
 }
 
 # knobs every run's HParams entry carries, so all jobs of a sweep share the same keys
@@ -60,8 +58,15 @@ class RunRecord:
             "history": {},
         }
 
+    def start_clock(self) -> None:
+        """wall_time_s counts from here: the run's own time, once torch and lightning are loaded
+        (what a sweep's job costs beyond the process it runs in)."""
+        self.started = time.perf_counter()
+
     def update_from(self, trainer: L.Trainer) -> None:
         """Epochs, steps, best value and why training stopped, as the trainer saw them."""
+        from litforge.history import EpochHistory
+
         self.fitted = True
         self.data["epochs"] = trainer.current_epoch
         self.data["global_step"] = trainer.global_step
@@ -94,7 +99,7 @@ class RunRecord:
 
     def write(self) -> None:
         """Write atomically (a reader never sees half a file), from rank zero only."""
-        if rank_zero_only.rank != 0:  # under DDP every process runs train(); one file
+        if not is_rank_zero():  # under DDP every process runs train(); one file
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
@@ -102,10 +107,19 @@ class RunRecord:
         tmp.replace(self.path)
 
 
+def is_rank_zero() -> bool:
+    """Lightning's rank-zero test; before Lightning is loaded (a config error) every process is
+    rank zero: no process group can have started yet."""
+    rank_zero = sys.modules.get("lightning.fabric.utilities.rank_zero")
+    return rank_zero is None or rank_zero.rank_zero_only.rank == 0
+
+
 def stopped_by(trainer: L.Trainer) -> str:
+    from lightning.pytorch.callbacks import EarlyStopping
+
     for callback in trainer.callbacks:
-        if isinstance(callback, EarlyStopping) and callback.stopping_reason in STOP_REASONS:
-            return STOP_REASONS[callback.stopping_reason]
+        if isinstance(callback, EarlyStopping) and callback.stopping_reason.name in STOP_REASONS:
+            return STOP_REASONS[callback.stopping_reason.name]
     return "max_epochs"
 
 
@@ -137,6 +151,8 @@ def final_metrics(record: RunRecord, metric_names: list[str]) -> dict[str, float
 
 def log_hparams(trainer: L.Trainer, params: dict[str, Any], metrics: dict[str, float]) -> None:
     """One HParams entry per run with its final metrics (no placeholder hp_metric)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, metrics)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import math
 import signal
@@ -12,12 +14,12 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig
 
-from litforge import resume
+from litforge import checks, resume
+from litforge.errors import Diverged, UserError
+from litforge.record import RunRecord, final_metrics, hparams, is_rank_zero, log_hparams
 
 if TYPE_CHECKING:
     import lightning as L
-
-    from litforge.record import RunRecord
 
 log = logging.getLogger("litforge")
 resume.register_resolvers()  # conf/train.yaml's run folder depends on `resume` and `ckpt_path`
@@ -48,17 +50,17 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
 
     metrics.json is written on every way out: completed, failed or interrupted.
     """
-    import lightning as L
-    import torch
-
-    from litforge import build, checks
-    from litforge.divergence import Diverged
-    from litforge.record import RunRecord, final_metrics, hparams, log_hparams
-
     record = RunRecord(Path(cfg.output_dir), cfg.monitor, list(overrides))
+    freeze_at_exit()  # sweep workers run this function without importing this module
     trainer = module = params = None
     try:
         checks.check_config(cfg)  # before any data is loaded: the mistakes a config can show
+        import lightning as L
+        import torch
+
+        from litforge import build
+
+        record.start_clock()
         torch.set_num_threads(cfg.threads)
         ckpt_path = cfg.ckpt_path
         if cfg.resume and not ckpt_path:
@@ -101,6 +103,16 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
     return record
 
 
+def freeze_at_exit() -> None:
+    """Skip the garbage collection of the interpreter's teardown (~1 s with torch loaded).
+
+    At exit the interpreter frees the millions of objects torch and lightning make, collecting
+    garbage as it goes. Everything is written by then; gc.freeze() first skips the collections.
+    """
+    atexit.unregister(gc.freeze)  # registered once, however often this is called
+    atexit.register(gc.freeze)
+
+
 def close_progress_bar(trainer: L.Trainer | None) -> None:
     """End the progress bar's line, so the error message that follows starts on its own."""
     bar = getattr(trainer, "progress_bar_callback", None)
@@ -111,19 +123,15 @@ def close_progress_bar(trainer: L.Trainer | None) -> None:
 
 
 def error_text(err: BaseException) -> str:
-    from litforge.errors import UserError
-
     return str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    # heavy imports (torch, lightning) only now that Hydra has composed the config, so --help,
-    # --cfg and config errors answer at once
+    # heavy imports (torch, lightning) only once the config's values are checked, in train(),
+    # so --help, --cfg and mistaken values answer at once
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-
-    from litforge.errors import UserError
 
     # SIGTERM (SLURM's notice before preemption) ends a run as Ctrl-C does: metrics.json says
     # interrupted. During training loop.GracefulStop first finishes the optimizer step and saves.
@@ -161,14 +169,14 @@ def raise_or_exit(err: Exception) -> None:
     """
     import os
 
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise err
-    if rank_zero_only.rank == 0:  # under DDP every process gets here; one message is enough
+    if is_rank_zero():  # under DDP every process gets here; one message is enough
         print(f"litforge: error: {err}", file=sys.stderr)
     sys.exit(2)
 
+
+freeze_at_exit()  # this process's own exit, also when its jobs run elsewhere (joblib)
 
 if __name__ == "__main__":
     main()
