@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -15,6 +16,7 @@ class EpochHistory(Callback):
     def __init__(self, monitor: str = "val/loss", mode: str = "min") -> None:
         self.monitor, self.mode = monitor, mode
         self.rows: list[dict[str, float]] = []
+        self.encoded: list[str] = []  # rows[i] as JSON, made once: checkpoints hold the text
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -39,10 +41,17 @@ class EpochHistory(Callback):
         return {name: [row.get(name, math.nan) for row in self.rows] for name in names}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows}
+        # one string, not rows of floats: pickling thousands of small objects into every
+        # checkpoint grew with the epochs (~2 ms a checkpoint after 100). JSON keeps every
+        # float's exact value, NaN and infinity included.
+        del self.encoded[len(self.rows) :]
+        self.encoded += [json.dumps(row) for row in self.rows[len(self.encoded) :]]
+        return {"rows_json": f"[{','.join(self.encoded)}]"}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.rows = list(state_dict["rows"])
+        rows = state_dict.get("rows")  # checkpoints written before rows_json
+        self.rows = list(rows) if rows is not None else json.loads(state_dict["rows_json"])
+        self.encoded = []
 
 
 class ConfigInCheckpoint(Callback):
