@@ -213,7 +213,8 @@ def throughput(repeats: int, quick: bool) -> list[dict]:
     from litforge.build import quiet_lightning
 
     quiet_lightning()  # Lightning's console lines would interleave with the results
-    logging.getLogger("lightning").setLevel(logging.WARNING)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
     rows = []

@@ -1,0 +1,60 @@
+"""Lightning's TensorBoardLogger, writing each call's scalars as one event, flushed by time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from lightning.fabric.utilities.logger import _add_prefix
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch import Tensor
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """The same event files, with a call's scalars in one event instead of one event each.
+
+    Lightning's `log_metrics` hands every scalar to `SummaryWriter.add_scalar`, which converts it
+    through numpy and writes an event of its own: ~70 µs a scalar, ~0.3 ms for an epoch's
+    validation metrics, a tenth of a small epoch. Here the values become floats once and go out
+    as one `Summary` with a value per tag, which TensorBoard reads as it reads any other (a
+    summary of several values is what `tf.summary.merge_all` writes). Values that are dicts
+    (`add_scalars` groups) still go through Lightning.
+
+    Lightning also flushes the event file after every call (`save()`: a hand-off to the writer
+    thread, ~0.1 ms); here the writer flushes every `flush_secs` (conf/logger/tensorboard.yaml)
+    and when the run ends, crashes included (Lightning finalizes its loggers then).
+    """
+
+    hparams_written = False
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
+        values, groups = [], {}
+        for tag, value in metrics.items():
+            if isinstance(value, Mapping):
+                groups[tag] = value
+                continue
+            if isinstance(value, Tensor):
+                value = value.item()
+            try:
+                values.append(Summary.Value(tag=tag, simple_value=float(value)))
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"{tag}={value!r} cannot be logged to TensorBoard: log a number or a "
+                    "one-element tensor."
+                ) from err
+        if values:
+            self.experiment._get_file_writer().add_summary(Summary(value=values), step)
+        if groups:
+            super().log_metrics(groups, step)
+
+    @rank_zero_only
+    def save(self) -> None:
+        """What Lightning's save() does beyond the flush: hparams.yaml, once."""
+        if not self.hparams_written:
+            super().save()
+            hparams = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
+            self.hparams_written = os.path.isfile(hparams)
