@@ -16,6 +16,8 @@ the same MLP ([64, 64], Adam) on the same standardized in-memory training split 
 on synthetic 100,000 x 32 regression and digits classification, at batch 64 and 512.
 samples/s = epochs x training samples / wall time of the whole fit. Ratios are medians of each
 repeat's ratio (runs made moments apart), so a machine busy with other work biases them less.
+Breakdown: on digits at batch 64, litforge's epoch with one part added at a time (validation,
+TensorBoard, checkpoints, progress bar), against the limit loop's epoch.
 Start-up: `python -c "import lightning"` against a 1-epoch `python -m litforge.train` run, and
 what --help, --cfg job and a config error take.
 Sweep: README's 8-job sweep (`make sweep`), sequential and with `hydra/launcher=joblib` (2
@@ -204,17 +206,22 @@ RUNNERS = {
 }
 
 
-def throughput(repeats: int, quick: bool) -> list[dict]:
+def quiet_lightning() -> None:
+    """Lightning's console lines would interleave with the results."""
     import logging
 
+    from litforge import build
+
+    build.quiet_lightning()
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def throughput(repeats: int, quick: bool) -> list[dict]:
     import lightning as L
     import torch
 
-    from litforge.build import quiet_lightning
-
-    quiet_lightning()  # Lightning's console lines would interleave with the results
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_lightning()
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
     rows = []
@@ -247,6 +254,57 @@ def throughput(repeats: int, quick: bool) -> list[dict]:
                 flush=True,
             )
     return rows
+
+
+# what litforge does in an epoch beyond training, added one part at a time (digits, batch 64)
+NO_VALIDATION = "+trainer.check_val_every_n_epoch=1000000"
+PARTS = {
+    "training alone (fast path, no validation, no callbacks, no logger)": [
+        "callbacks=none",
+        "logger=none",
+        NO_VALIDATION,
+    ],
+    "+ validation every epoch (Lightning's evaluation loop, torchmetrics)": [
+        "callbacks=none",
+        "logger=none",
+    ],
+    "+ TensorBoard logging": ["callbacks=none"],
+    "+ best.ckpt and last.ckpt": [
+        "~callbacks.lr_monitor",
+        "~callbacks.progress_bar",
+        "~callbacks.test_figures",
+        "+trainer.enable_progress_bar=false",
+    ],
+    "+ progress bar and learning-rate monitor (litforge's default)": [],
+}
+
+
+def breakdown(repeats: int, quick: bool, batch: int = 64) -> dict[str, float]:
+    """Median milliseconds per epoch of the limit loop and of litforge with each part added."""
+    workload = "digits (classification)"
+    epochs = max(1, EPOCHS[("digits", batch)] // (5 if quick else 1))
+    import torch
+
+    quiet_lightning()
+    torch.set_num_threads(1)
+    names = ["limit loop", *PARTS]
+    found: dict[str, list[float]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose([*WORKLOADS[workload], f"data.batch_size={batch}"], Path(tmp))
+        n_train = len(prepared(cfg)[1])
+    for repeat in range(repeats + 1):  # the first round warms up and is not counted
+        for name in names:
+            parts = [] if name == "limit loop" else PARTS[name]
+            with tempfile.TemporaryDirectory() as tmp:
+                overrides = [*WORKLOADS[workload], f"data.batch_size={batch}", *parts]
+                cfg = compose(overrides, Path(tmp))
+                runner = run_limit if name == "limit loop" else run_litforge
+                quiet = io.StringIO()
+                with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+                    rate = runner(cfg, epochs, Path(tmp))
+            if repeat:
+                found[name].append(1000 * n_train / rate)  # ms per epoch
+    return {name: statistics.median(v) for name, v in found.items()}
 
 
 # ---------------------------------------------------------------- start-up and sweeps
@@ -337,7 +395,7 @@ def load() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def report(rows, start, swept, header: str) -> str:
+def report(rows, start, swept, header: str, parts: dict | None = None) -> str:
     lines = [header, ""]
     if rows:
         lines += [
@@ -354,6 +412,20 @@ def report(rows, start, swept, header: str) -> str:
                 f"| {ratio['litforge'] / ratio['lightning']:.1f}× |"
             )
         lines.append("\nIn brackets: samples/s as a fraction of the limit loop's.")
+    if parts:
+        lines += [
+            "",
+            "Where an epoch's time goes (digits, batch 64: 1,257 training rows, 20 steps; "
+            "median ms per epoch, each row adds one part to the row above):",
+            "",
+            "| run | ms per epoch | added | fraction of the limit's speed |",
+            "| --- | --- | --- | --- |",
+        ]
+        previous, limit = None, parts["limit loop"]
+        for name, ms in parts.items():
+            added = "" if previous is None or name == "limit loop" else f"{ms - previous:+.2f}"
+            lines.append(f"| {name} | {ms:.2f} | {added} | {limit / ms:.2f}× |")
+            previous = ms
     if start:
         lines += ["", "| start-up and exit (median wall time) | seconds |", "| --- | --- |"]
         lines += [f"| `{k}` | {v:.2f} |" for k, v in start.items()]
@@ -407,16 +479,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats")
-    parser.add_argument("--only", choices=["throughput", "startup", "sweep"], default=None)
+    parser.add_argument(
+        "--only", choices=["throughput", "breakdown", "startup", "sweep"], default=None
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmark.md")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md as it is")
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
     started, load_before = time.perf_counter(), load()
-    rows, start, swept = [], {}, {}
+    rows, parts, start, swept = [], {}, {}, {}
     if args.only in (None, "throughput"):
         print("throughput (median samples/s over interleaved repeats):", flush=True)
         rows = throughput(repeats, args.quick)
+    if args.only in (None, "breakdown"):
+        parts = breakdown(repeats, args.quick)
     if args.only in (None, "startup"):
         start = startup(repeats)
     if args.only in (None, "sweep"):
@@ -426,7 +502,7 @@ def main() -> None:
         f"Measured {datetime.date.today()} by `make bench` ({minutes:.0f} min) on {machine()}; "
         f"load average (1, 5, 15 min) {load_before} before, {load()} after."
     )
-    text = report(rows, start, swept, header)
+    text = report(rows, start, swept, header, parts)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
