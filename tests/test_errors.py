@@ -556,3 +556,29 @@ def test_make_check_config_fails_on_a_mistake():
     )
     assert result.returncode != 0
     assert "litforge: error: data=diabetes: model=classification does not fit" in result.stderr
+
+
+def test_a_sweep_run_by_other_processes_is_checked_here_for_values_only(
+    tmp_path, fresh_hydra, monkeypatch, capsys
+):
+    # joblib's workers check the code a job names (imports, task, devices) as each starts, so
+    # this process never loads torch for them; the values are still checked for every job here
+    from litforge.train import main
+
+    jobs = ["-m", "model._target_=litforge.models.ClassifierModule", "max_epochs=2,abc"]
+    found = {}
+    for launcher in ("basic", "joblib"):
+        sweep = tmp_path / launcher
+        argv = ["litforge.train", *jobs, f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}"]
+        code, found[launcher] = run_main(main, argv, monkeypatch, capsys)
+        assert code == 2 and not sweep.exists()  # no job ran
+    assert (
+        "in the sweep job model._target_=litforge.models.ClassifierModule max_epochs=2: "
+        in (found["basic"])
+    )
+    assert "cannot be imported" in found["basic"]  # the first job's code, checked here
+    assert (
+        "in the sweep job model._target_=litforge.models.ClassifierModule max_epochs=abc: "
+        in (found["joblib"])
+    )
+    assert "max_epochs='abc' is not allowed" in found["joblib"]
