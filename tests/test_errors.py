@@ -582,3 +582,31 @@ def test_a_sweep_run_by_other_processes_is_checked_here_for_values_only(
         in (found["joblib"])
     )
     assert "max_epochs='abc' is not allowed" in found["joblib"]
+
+
+def test_a_sweep_in_this_process_composes_each_jobs_config_once(tmp_path, fresh_hydra, monkeypatch):
+    # pre-flight check, Hydra's batch check and the launch used to compose it three times
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    from litforge.train import main
+
+    composed = []
+    compose = ConfigLoaderImpl.load_sweep_config
+
+    def counting(self, master_config, sweep_overrides):
+        composed.append(tuple(sweep_overrides))
+        return compose(self, master_config, sweep_overrides)
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", counting)
+    sweep = tmp_path / "sweep"
+    jobs = ["data=wine", "max_epochs=1", "optimizer=sgd,adam", "logger=none", "callbacks=none"]
+    monkeypatch.setattr(sys, "argv", ["litforge.train", "-m", *jobs, f"hydra.sweep.dir={sweep}"])
+    monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")
+    main()
+    assert len(composed) == len(set(composed)) == 2
+    runs = sorted(sweep.glob("*_*/metrics.json"))
+    assert [read_metrics(run.parent)["overrides"][2] for run in runs] == [
+        "optimizer=sgd",
+        "optimizer=adam",
+    ]
+    assert {read_metrics(run.parent)["status"] for run in runs} == {"completed"}

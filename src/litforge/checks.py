@@ -9,6 +9,7 @@ training or writing anything.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib
 import logging
@@ -620,13 +621,42 @@ def check_sweep(config: DictConfig) -> None:
     launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
     here = not launcher.endswith(REMOTE_LAUNCHERS)
     in_process = launcher.endswith(IN_PROCESS_LAUNCHERS)
-    for job in jobs(list(config.hydra.overrides.task)):
+    sweep_jobs = jobs(list(config.hydra.overrides.task))
+    if in_process and sweep_jobs:
+        loader.load_sweep_config = ComposedOnce(loader, config, sweep_jobs)
+    for job in sweep_jobs:
         cfg = loader.load_sweep_config(config, job)
         cfg.output_dir = str(config.hydra.sweep.dir)  # the job's own folder is not known yet
         try:
             check_config(cfg, here, code=in_process)
         except UserError as err:
             raise UserError(f"in the sweep job {' '.join(job)}: {err}") from err
+
+
+class ComposedOnce:
+    """Stands in for the config loader's `load_sweep_config` while a sweep runs in this process:
+    each job's config is composed once, not three times.
+
+    Hydra composes a job's config for its own batch check (`Sweeper.validate_batch_is_legal`)
+    and again for the launch, and the pre-flight check above composed it first: ~0.12 s each
+    on this machine, ~0.25 s a job of waste. Here the jobs' first compositions are kept and each
+    later request gets a deep copy (the launcher writes the job's number into it). Other
+    requests compose as usual.
+    """
+
+    def __init__(self, loader, master_config: DictConfig, sweep_jobs: list[list[str]]) -> None:
+        self.compose = type(loader).load_sweep_config.__get__(loader)  # the loader's own
+        self.master_config = master_config
+        self.wanted = {tuple(job) for job in sweep_jobs}
+        self.composed: dict[tuple[str, ...], DictConfig] = {}
+
+    def __call__(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        key = tuple(sweep_overrides)
+        if master_config is not self.master_config or key not in self.wanted:
+            return self.compose(master_config, sweep_overrides)
+        if key not in self.composed:
+            self.composed[key] = self.compose(master_config, sweep_overrides)
+        return copy.deepcopy(self.composed[key])
 
 
 def exit_on_error(check, *args) -> None:
