@@ -16,8 +16,8 @@ the same MLP ([64, 64], Adam) on the same standardized in-memory training split 
 on synthetic 100,000 x 32 regression and digits classification, at batch 64 and 512.
 samples/s = epochs x training samples / wall time of the whole fit. Ratios are medians of each
 repeat's ratio (runs made moments apart), so a machine busy with other work biases them less.
-Breakdown: on digits at batch 64, litforge's epoch with one part added at a time (validation,
-TensorBoard, checkpoints, progress bar), against the limit loop's epoch.
+Breakdown: on digits at batch 64 and synthetic at batch 512, litforge's epoch with one part
+added at a time (validation, TensorBoard, checkpoints, progress bar), against the limit loop's.
 Start-up: `python -c "import lightning"` against a 1-epoch `python -m litforge.train` run, and
 what --help, --cfg job and a config error take.
 Sweep: README's 8-job sweep (`make sweep`), sequential and with `hydra/launcher=joblib` (2
@@ -32,6 +32,7 @@ import datetime
 import importlib.util
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -279,32 +280,41 @@ PARTS = {
 }
 
 
-def breakdown(repeats: int, quick: bool, batch: int = 64) -> dict[str, float]:
-    """Median milliseconds per epoch of the limit loop and of litforge with each part added."""
-    workload = "digits (classification)"
-    epochs = max(1, EPOCHS[("digits", batch)] // (5 if quick else 1))
+# the two workloads whose targets litforge misses, each at the batch size it misses most at
+BREAKDOWNS = (("digits (classification)", 64), ("synthetic 100k×32 (regression)", 512))
+
+
+def breakdown(repeats: int, quick: bool) -> list[dict]:
+    """Per workload of BREAKDOWNS: median ms per epoch of the limit loop and of litforge with
+    each part added (interleaved, repeats as for throughput)."""
     import torch
 
     quiet_lightning()
     torch.set_num_threads(1)
-    names = ["limit loop", *PARTS]
-    found: dict[str, list[float]] = {name: [] for name in names}
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose([*WORKLOADS[workload], f"data.batch_size={batch}"], Path(tmp))
-        n_train = len(prepared(cfg)[1])
-    for repeat in range(repeats + 1):  # the first round warms up and is not counted
-        for name in names:
-            parts = [] if name == "limit loop" else PARTS[name]
-            with tempfile.TemporaryDirectory() as tmp:
-                overrides = [*WORKLOADS[workload], f"data.batch_size={batch}", *parts]
-                cfg = compose(overrides, Path(tmp))
+    found = []
+    for workload, batch in BREAKDOWNS:
+        epochs = max(1, EPOCHS[(workload.split()[0], batch)] // (5 if quick else 1))
+        base = [*WORKLOADS[workload], f"data.batch_size={batch}"]
+        with tempfile.TemporaryDirectory() as tmp:
+            _, x, _ = prepared(compose(base, Path(tmp)))
+        n_train, steps = len(x), math.ceil(len(x) / batch)
+        names = ["limit loop", *PARTS]
+        ms: dict[str, list[float]] = {name: [] for name in names}
+        for repeat in range(repeats + 1):  # the first round warms up and is not counted
+            for name in names:
                 runner = run_limit if name == "limit loop" else run_litforge
-                quiet = io.StringIO()
-                with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
-                    rate = runner(cfg, epochs, Path(tmp))
-            if repeat:
-                found[name].append(1000 * n_train / rate)  # ms per epoch
-    return {name: statistics.median(v) for name, v in found.items()}
+                with tempfile.TemporaryDirectory() as tmp:
+                    cfg = compose([*base, *PARTS.get(name, [])], Path(tmp))
+                    quiet = io.StringIO()
+                    with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+                        rate = runner(cfg, epochs, Path(tmp))
+                if repeat:
+                    ms[name].append(1000 * n_train / rate)
+        name = workload.split(" (")[0]
+        title = f"{name}, batch {batch}: {n_train:,} training rows, {steps} steps"
+        found.append({"title": title, "ms": {k: statistics.median(v) for k, v in ms.items()}})
+        print(f"  breakdown {title}: done", flush=True)
+    return found
 
 
 # ---------------------------------------------------------------- start-up and sweeps
@@ -395,7 +405,7 @@ def load() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def report(rows, start, swept, header: str, parts: dict | None = None) -> str:
+def report(rows, start, swept, header: str, parts: list[dict] | None = None) -> str:
     lines = [header, ""]
     if rows:
         lines += [
@@ -412,18 +422,18 @@ def report(rows, start, swept, header: str, parts: dict | None = None) -> str:
                 f"| {ratio['litforge'] / ratio['lightning']:.1f}× |"
             )
         lines.append("\nIn brackets: samples/s as a fraction of the limit loop's.")
-    if parts:
+    for part in parts or []:
         lines += [
             "",
-            "Where an epoch's time goes (digits, batch 64: 1,257 training rows, 20 steps; "
-            "median ms per epoch, each row adds one part to the row above):",
+            f"Where an epoch's time goes ({part['title']}; median ms per epoch, each row "
+            "adds one part to the row above):",
             "",
             "| run | ms per epoch | added | fraction of the limit's speed |",
             "| --- | --- | --- | --- |",
         ]
-        previous, limit = None, parts["limit loop"]
-        for name, ms in parts.items():
-            added = "" if previous is None or name == "limit loop" else f"{ms - previous:+.2f}"
+        previous, limit = None, part["ms"]["limit loop"]
+        for name, ms in part["ms"].items():
+            added = "" if previous is None else f"{ms - previous:+.2f}"
             lines.append(f"| {name} | {ms:.2f} | {added} | {limit / ms:.2f}× |")
             previous = ms
     if start:
@@ -487,7 +497,7 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
     started, load_before = time.perf_counter(), load()
-    rows, parts, start, swept = [], {}, {}, {}
+    rows, parts, start, swept = [], [], {}, {}
     if args.only in (None, "throughput"):
         print("throughput (median samples/s over interleaved repeats):", flush=True)
         rows = throughput(repeats, args.quick)
