@@ -459,9 +459,11 @@ def report(rows, start, swept, header: str, parts: list[dict] | None = None) -> 
         ]
         for name, s in swept.items():
             extra = s["wall_s"] - s["jobs_s"]
+            per_job = [f"{extra / s['n']:.2f}", f"{(extra - start_s) / s['n']:.2f}"]
+            if name.startswith("parallel"):  # jobs overlap: wall - their sum is no overhead
+                per_job = ["(jobs overlap)", "(jobs overlap)"]
             lines.append(
-                f"| {name} | {s['wall_s']:.1f} | {s['jobs_s']:.1f} | {extra / s['n']:.2f} "
-                f"| {(extra - start_s) / s['n']:.2f} |"
+                f"| {name} | {s['wall_s']:.1f} | {s['jobs_s']:.1f} | {' | '.join(per_job)} |"
             )
         if len(swept) == 2:
             seq, par = swept.values()
