@@ -2,6 +2,7 @@
 
 import logging
 import math
+import signal
 
 import lightning as L
 import pytest
@@ -10,9 +11,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import make_cfg, read_metrics, run_train
 from litforge import build
-from litforge.chunks import Chunk
+from litforge.chunks import Chunk, EveryBatch
 from litforge.data import InMemoryLoader
 from litforge.history import EpochHistory
+from litforge.loop import GracefulStop
 
 LIGHTNING = "steps_per_call=1"  # Lightning's own loop: one training_step per batch
 
@@ -178,3 +180,49 @@ def test_the_progress_bar_counts_batches_not_chunks(tmp_path):
     assert trainer.num_training_batches == 1  # 124 wines in 16 batches of 8: one chunk
     assert bar.total_train_batches == bar.train_progress_bar.n == 16
     assert {"train/loss_step", "val/loss"} <= set(bar.get_metrics(trainer, module))
+
+
+class StopAfterStep(EveryBatch):
+    """Asks GracefulStop to stop once `step` optimizer steps are done, as SIGTERM would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_batch_end(self, trainer, pl_module, loss, batch_idx, stepped, last) -> None:
+        if stepped and trainer.global_step == self.step:
+            stop = next(c for c in trainer.callbacks if isinstance(c, GracefulStop))
+            stop.received = signal.SIGTERM
+
+
+def fit_to_the_end(tmp_path, *overrides: str, ckpt_path=None) -> tuple:
+    cfg = make_cfg(tmp_path, *overrides)
+    torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = build.datamodule(cfg)
+    module = build.module(cfg, datamodule)
+    trainer = build.trainer(cfg, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return module, trainer
+
+
+# 124 wines in 16 batches of 8, chunks of 4: steps 17-20 and 21-24 are epoch 1's first two chunks
+@pytest.mark.parametrize("stop_at", [22, 24], ids=["inside-a-chunk", "after-a-chunks-last-batch"])
+def test_a_run_stopped_inside_a_chunk_resumes_exactly(tmp_path, stop_at):
+    run = ("data=wine", "data.batch_size=8", "steps_per_call=4", "max_epochs=3")
+    run = (*run, "model.dropout=0.3", "early_stopping=none", "logger=none")
+    reference, reference_trainer = fit_to_the_end(tmp_path / "reference", *run)
+    stop = (
+        "+callbacks.stop._target_=test_fastpath.StopAfterStep",
+        f"+callbacks.stop.step={stop_at}",
+    )
+    with pytest.raises(SystemExit):
+        fit_to_the_end(tmp_path / "run", *run, *stop)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == stop_at
+    resumed, trainer = fit_to_the_end(tmp_path / "run", *run, ckpt_path=str(last))
+    assert trainer.global_step == reference_trainer.global_step == 48
+    for (name, a), (_, b) in zip(
+        resumed.state_dict().items(), reference.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert history(trainer) == history(reference_trainer)  # every epoch validated, once

@@ -186,7 +186,7 @@ def overrides(obj: Any, base: type, name: str) -> bool:
     return getattr(type(obj), name) is not getattr(base, name)
 
 
-def train_chunk(module: L.LightningModule, chunk: Chunk) -> dict[str, Tensor]:
+def train_chunk(module: L.LightningModule, chunk: Chunk) -> dict[str, Tensor] | None:
     """Train on a chunk's batches: forward, backward and an optimizer step per group of k.
 
     `module` is a TabularModule on the fast path (FastPath set `module.fast`). Returns the last
@@ -204,6 +204,9 @@ def train_chunk(module: L.LightningModule, chunk: Chunk) -> dict[str, Tensor]:
     log_every = trainer.log_every_n_steps
     per_step = schedules(trainer, "step")
     group_loss = 0.0  # with k > 1: the mean loss over the group's samples, for train/loss_step
+    if not chunk.count:  # the empty rest of a chunk a signal stopped after its last batch
+        return None
+    loader.in_chunk = True  # a checkpoint written now (a signal) is inside this training step
     for batch_idx, x, y in chunk.batches(sizes):
         loader.batches_done = batch_idx + 1  # a checkpoint written now resumes after this batch
         for callback in fast.starts:
@@ -241,6 +244,7 @@ def train_chunk(module: L.LightningModule, chunk: Chunk) -> dict[str, Tensor]:
             epoch_loop._skip_next_val = not last
             last = True
             break
+    loader.in_chunk = False
     if last:  # once an epoch: a log call costs ~0.3 ms
         # the Metric object, as Lightning's loop logs it: Lightning resets it after the epoch
         module.log("train/loss", module.train_loss, on_step=False, on_epoch=True)
@@ -291,7 +295,8 @@ class BatchProgressBar(TQDMProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if isinstance(batch, Chunk):
             batch_idx = batch.first + batch.count - 1
-            self.step_loss = outputs["loss"]
+            if outputs:  # not the empty rest of a chunk (data.InMemoryLoader)
+                self.step_loss = outputs["loss"]
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def get_metrics(self, trainer, pl_module) -> dict:

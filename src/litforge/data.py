@@ -62,7 +62,9 @@ class InMemoryLoader:
         self.num_batches = math.ceil(self.num_samples / batch_size)
         self.epoch = 0
         self.batches_done = 0  # in this epoch, counting the one being trained on
+        self.in_chunk = False  # the fast path is inside a chunk's training step (chunks.py)
         self.resume_at = 0  # batches to skip at the next iteration (set by load_state_dict)
+        self.resume_in_chunk = False  # the state loaded was saved inside a training step
         self.sampler = self  # where Lightning looks for `set_epoch`
         self.batch_sampler = None  # Lightning reads it next to `sampler`
 
@@ -90,15 +92,22 @@ class InMemoryLoader:
         return order[self.rank :: self.world_size][: self.num_samples].to(self.x.device)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batches_done": self.batches_done}
+        return {"epoch": self.epoch, "batches_done": self.batches_done, "in_chunk": self.in_chunk}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self.resume_at = state_dict["batches_done"]
+        self.resume_in_chunk = bool(state_dict.get("in_chunk", False))
 
     def __iter__(self):
         index = self.indices()
         batch, self.resume_at = self.resume_at, 0
         self.batches_done = batch
+        in_chunk, self.resume_in_chunk = self.resume_in_chunk, False
+        if in_chunk and batch % self.chunk == 0 and 0 < batch < self.num_batches:
+            # saved inside a training step (a signal) right after a chunk's last batch: Lightning
+            # counts that chunk as not done, so the rest of it (none) is still an item, as a
+            # chunk stopped part-way is, and the epoch keeps len(self) items
+            yield Chunk(self.x[:0], self.y[:0], batch, 0)
         while batch < self.num_batches:
             stop = min((batch // self.chunk + 1) * self.chunk, self.num_batches)
             rows = slice(batch * self.batch_size, min(stop * self.batch_size, self.num_samples))
