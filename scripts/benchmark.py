@@ -301,7 +301,7 @@ def breakdown(repeats: int, quick: bool) -> list[dict]:
         names = ["limit loop", *PARTS]
         ms: dict[str, list[float]] = {name: [] for name in names}
         for repeat in range(repeats + 1):  # the first round warms up and is not counted
-            for name in names:
+            for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
                 runner = run_limit if name == "limit loop" else run_litforge
                 with tempfile.TemporaryDirectory() as tmp:
                     cfg = compose([*base, *PARTS.get(name, [])], Path(tmp))
@@ -320,10 +320,15 @@ def breakdown(repeats: int, quick: bool) -> list[dict]:
 # ---------------------------------------------------------------- start-up and sweeps
 
 
-def wall(command: list[str], check: bool = True) -> float:
+def wall(command: list[str], expect: int = 0) -> float:
+    """Seconds `command` takes; it must exit with `expect` (a failing run is not a fast one)."""
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=check, capture_output=True)
-    return time.perf_counter() - start
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != expect:
+        shown = " ".join(command)
+        raise SystemExit(f"{shown} exited {done.returncode}, not {expect}:\n{done.stderr[-2000:]}")
+    return seconds
 
 
 def startup(repeats: int) -> dict[str, float]:
@@ -339,9 +344,10 @@ def startup(repeats: int) -> dict[str, float]:
             "python -m litforge.train max_epochs=abc (a config error)": [*train, "max_epochs=abc"],
         }
         for i in range(repeats):  # interleaved
-            for name, command in commands.items():
-                run_dir = f"hydra.run.dir={tmp}/run{i}"
-                seconds = wall([*command, run_dir] if command[1] == "-m" else command, False)
+            for j, (name, command) in enumerate(commands.items()):
+                run_dir = f"hydra.run.dir={tmp}/run{i}_{j}"
+                expect = 2 if "config error" in name else 0
+                seconds = wall([*command, run_dir] if command[1] == "-m" else command, expect)
                 times.setdefault(name, []).append(seconds)
     return {name: statistics.median(v) for name, v in times.items()}
 

@@ -13,6 +13,7 @@ from conftest import make_cfg, read_metrics, run_train
 from litforge import build
 from litforge.chunks import Chunk, EveryBatch
 from litforge.data import InMemoryLoader
+from litforge.errors import UserError
 from litforge.history import EpochHistory
 from litforge.loop import GracefulStop
 
@@ -164,7 +165,7 @@ def test_a_chunked_loader_gives_the_same_batches_and_resumes_mid_chunk_on_its_gr
 
     # stopped after batch 7 (inside the second chunk): the rest of that chunk, then the grid,
     # so the epoch still has len(loader) items counting the ones before the stop
-    chunked.load_state_dict({"epoch": 2, "batches_done": 7})
+    chunked.load_state_dict({"epoch": 2, "batches_done": 7, "chunk": 5})
     resumed = list(chunked)
     assert [(c.first, c.count) for c in resumed] == [(7, 3), (10, 3)]
     assert torch.cat([c.y for c in resumed]).tolist() == torch.cat(batches[7:]).tolist()
@@ -226,3 +227,67 @@ def test_a_run_stopped_inside_a_chunk_resumes_exactly(tmp_path, stop_at):
     ):
         assert torch.equal(a, b), name
     assert history(trainer) == history(reference_trainer)  # every epoch validated, once
+
+
+@pytest.mark.parametrize(
+    ("override", "reason", "steps"),
+    [
+        ("+trainer.limit_train_batches=1", "limit_train_batches or overfit_batches", 2),
+        ("+trainer.val_check_interval=2", "val_check_interval counts Lightning's batches", 8),
+        ("callbacks.lr_monitor.logging_interval=step", "LearningRateMonitor(logging_", 8),
+    ],
+    ids=["one-batch-an-epoch", "validate-every-2-batches", "learning-rate-every-step"],
+)
+def test_settings_counted_in_batches_keep_lightnings_own_loop(
+    tmp_path, caplog, override, reason, steps
+):
+    with caplog.at_level(logging.INFO, logger="litforge"):
+        module, trainer = fit_to_the_end(tmp_path, "data=wine", "max_epochs=2", override)
+    assert module.fast is None and f"Lightning's own training loop: {reason}" in caplog.text
+    assert trainer.global_step == steps  # 124 wines: 4 batches of 32 an epoch
+
+
+def test_the_fast_path_logs_no_step_loss_with_log_every_n_steps_0(tmp_path):
+    module, trainer = fit_to_the_end(
+        tmp_path, "data=wine", "max_epochs=2", "trainer.log_every_n_steps=0"
+    )
+    assert module.fast is not None and trainer.global_step == 8
+
+
+WINE_TWO = (
+    "data=wine",
+    "data.batch_size=8",
+    "steps_per_call=4",
+    "early_stopping=none",
+    "logger=none",
+)
+
+
+@pytest.mark.parametrize(("first", "then"), [((), (LIGHTNING,)), ((LIGHTNING,), ())])
+def test_a_run_resumed_on_the_other_loop_goes_on_counting_its_steps(tmp_path, first, then):
+    # 16 steps an epoch; the fast path counts them in another of Lightning's counters
+    fit_to_the_end(tmp_path, *WINE_TWO, "max_epochs=2", *first)
+    last = str(tmp_path / "checkpoints" / "last.ckpt")
+    module, trainer = fit_to_the_end(tmp_path, *WINE_TWO, "max_epochs=3", *then, ckpt_path=last)
+    assert trainer.global_step == 48 and (module.fast is None) == bool(then)
+
+
+def test_a_run_stopped_inside_an_epoch_refuses_to_resume_on_the_other_loop(tmp_path):
+    stop = ("+callbacks.stop._target_=test_fastpath.StopAfterStep", "+callbacks.stop.step=22")
+    with pytest.raises(SystemExit):
+        fit_to_the_end(tmp_path, *WINE_TWO, "max_epochs=2", *stop)
+    last = str(tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(UserError, match="part-way through an epoch .* 4 batch.* this run trains 1"):
+        fit_to_the_end(tmp_path, *WINE_TWO, "max_epochs=2", LIGHTNING, ckpt_path=last)
+
+
+def test_a_trainer_gets_its_settings_back_after_a_fit_on_the_fast_path(tmp_path):
+    module, trainer = fit_to_the_end(
+        tmp_path,
+        "data=wine",
+        "max_epochs=1",
+        "accumulate_grad_batches=2",
+        "+trainer.gradient_clip_val=0.5",
+    )
+    assert module.fast is not None
+    assert (trainer.accumulate_grad_batches, trainer.gradient_clip_val) == (2, 0.5)

@@ -28,8 +28,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         partial = partial_name(path)
-        torch.save(checkpoint, partial)
-        os.replace(partial, path)
+        try:
+            torch.save(checkpoint, partial)
+            os.replace(partial, path)
+        finally:
+            Path(partial).unlink(missing_ok=True)  # gone after the rename, unless it failed
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -41,7 +44,10 @@ class LastCheckpoint(ModelCheckpoint):
     """
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        if trainer.world_size == 1:
+        # only where every write makes a new file: an IO that writes into the existing file
+        # would write the next last.ckpt into best.ckpt's file too
+        atomic = isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+        if trainer.world_size == 1 and atomic:
             for other in trainer.checkpoint_callbacks:
                 saved = getattr(other, "_last_checkpoint_saved", None)
                 same_step = getattr(other, "_last_global_step_saved", -1) == trainer.global_step

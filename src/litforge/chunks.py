@@ -136,6 +136,8 @@ class FastPath(Callback):
             log.info("Lightning's own training loop: %s", reason)
             if hasattr(trainer.datamodule, "chunk"):  # in case an earlier fit chunked it
                 trainer.datamodule.chunk = 1
+            if getattr(pl_module, "fast", None) is not None:  # an earlier fit took the fast path
+                pl_module.fast, pl_module.automatic_optimization = None, True
             return
         k = trainer.accumulate_grad_batches
         every = [c for c in trainer.callbacks if isinstance(c, EveryBatch)]
@@ -151,6 +153,27 @@ class FastPath(Callback):
         # a chunk holds whole accumulation groups, so an optimizer step never spans two chunks
         trainer.datamodule.chunk = self.steps_per_call * k
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Carry the optimizer steps over from the other loop's counter, once a checkpoint is
+        restored: Lightning's own loop counts them in its automatic-optimization progress, the
+        fast path in the manual one, and `global_step` (TensorBoard's step axis, `max_steps`)
+        reads the one the module's mode names."""
+        loop = trainer.fit_loop.epoch_loop
+        counters = (
+            loop.automatic_optimization.optim_progress.optimizer.step.total,
+            loop.manual_optimization.optim_step_progress.total,
+        )
+        steps = max(counter.completed for counter in counters)
+        for counter in counters:
+            counter.ready = counter.completed = steps
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Give the trainer back its own settings, so a later fit with it starts from them."""
+        fast = getattr(pl_module, "fast", None)
+        if stage == "fit" and fast is not None:
+            trainer.accumulate_grad_batches = fast.accumulate
+            trainer.gradient_clip_val = fast.clip_val
+
     def why_not(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str | None:
         """Why this fit must keep Lightning's own loop, or None."""
         if self.steps_per_call <= 1:
@@ -161,8 +184,15 @@ class FastPath(Callback):
             return "data parallel (DDP needs one backward pass per forward)"
         if getattr(trainer.precision_plugin, "scaler", None) is not None:
             return f"precision={trainer.precision} steps through its gradient scaler"
-        if trainer.limit_train_batches != 1.0 or trainer.overfit_batches:
+        if not whole_epoch(trainer.limit_train_batches) or trainer.overfit_batches:
             return "limit_train_batches or overfit_batches count Lightning's batches"
+        if not whole_epoch(trainer.val_check_interval) or trainer.check_val_every_n_epoch is None:
+            return "val_check_interval counts Lightning's batches"
+        if any(
+            isinstance(c, LearningRateMonitor) and c.logging_interval != "epoch"
+            for c in trainer.callbacks
+        ):
+            return "LearningRateMonitor(logging_interval='step') logs every optimizer step"
         if any(getattr(c, "_every_n_train_steps", 0) for c in trainer.checkpoint_callbacks):
             return "ModelCheckpoint(every_n_train_steps) saves between optimizer steps"
         hooks = [
@@ -180,6 +210,11 @@ class FastPath(Callback):
         if hooks:
             return f"{', '.join(hooks)} must run on every step"
         return None
+
+
+def whole_epoch(value: Any) -> bool:
+    """Lightning's 1.0 for "the whole epoch" (an int 1 means one batch)."""
+    return isinstance(value, float) and value == 1.0
 
 
 def overrides(obj: Any, base: type, name: str) -> bool:
@@ -233,7 +268,7 @@ def train_chunk(module: L.LightningModule, chunk: Chunk) -> dict[str, Tensor] | 
             step_schedules(module, per_step, batch_idx + 1)
             if last:
                 step_schedules(module, schedules(trainer, "epoch"), trainer.current_epoch + 1)
-            if step % log_every == 0:
+            if log_every and step % log_every == 0:
                 log_step_loss(trainer, group_loss if k > 1 else loss, step - 1)
             group_loss = 0.0
         for callback in fast.ends:

@@ -92,11 +92,27 @@ class InMemoryLoader:
         return order[self.rank :: self.world_size][: self.num_samples].to(self.x.device)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batches_done": self.batches_done, "in_chunk": self.in_chunk}
+        return {
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "in_chunk": self.in_chunk,
+            "chunk": self.chunk,
+        }
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self.resume_at = state_dict["batches_done"]
         self.resume_in_chunk = bool(state_dict.get("in_chunk", False))
+        chunk = state_dict.get("chunk", 1)  # checkpoints from before the fast path: 1
+        if 0 < self.resume_at < self.num_batches and chunk != self.chunk:
+            # Lightning counts an epoch's progress in loader items: batches, or chunks of them
+            raise UserError(
+                f"the checkpoint was written part-way through an epoch by a run that trained "
+                f"{chunk} batch(es) per Lightning training step, and this run trains {self.chunk} "
+                "(steps_per_call x accumulate_grad_batches on the fast path, 1 on Lightning's own "
+                "loop, which DDP, precision=16-mixed and debug=fast/overfit choose). Resume with "
+                "the settings the run had when it stopped, or from a checkpoint written at the "
+                "end of an epoch."
+            )
 
     def __iter__(self):
         index = self.indices()

@@ -81,6 +81,13 @@ class RunningMean(Metric):
         self.noted.clear()
         super().reset()
 
+    def _apply(self, fn, *args, **kwargs):
+        try:
+            return super()._apply(fn, *args, **kwargs)
+        except TypeError:  # Apple's MPS has no float64: the sums are kept in float32 there
+            self.set_dtype(torch.float32)
+            return super()._apply(fn, *args, **kwargs)
+
     def _save_to_state_dict(self, *args, **kwargs) -> None:
         self.add_noted()
         super()._save_to_state_dict(*args, **kwargs)
