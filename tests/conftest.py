@@ -37,6 +37,24 @@ def run_train(output_dir: Path, *overrides: str):
     return train(cfg, list(overrides), dict(cfg.hydra.runtime.choices))
 
 
+def build_and_fit(output_dir: Path, *overrides: str, ckpt_path: str | None = None) -> tuple:
+    """Build and fit as train() does, without testing or metrics.json: (datamodule, module,
+    trainer). Only what the config's callbacks and logger write is written."""
+    import lightning as L
+    import torch
+
+    from litforge import build
+
+    cfg = make_cfg(output_dir, *overrides)
+    torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = build.datamodule(cfg)
+    module = build.module(cfg, datamodule)
+    trainer = build.trainer(cfg, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return datamodule, module, trainer
+
+
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 

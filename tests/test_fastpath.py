@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import make_cfg, read_metrics, run_train
+from conftest import build_and_fit, make_cfg, read_metrics, run_train
 from litforge import build
 from litforge.chunks import Chunk, EveryBatch
 from litforge.data import InMemoryLoader
@@ -22,15 +22,9 @@ LIGHTNING = "steps_per_call=1"  # Lightning's own loop: one training_step per ba
 
 def fit(tmp_path, *overrides: str) -> tuple:
     """build + fit as train() does, with nothing written: (datamodule, module, trainer)."""
-    quiet = ("callbacks=none", "logger=none", "early_stopping=none")
-    cfg = make_cfg(tmp_path, *quiet, *overrides)
-    torch.set_num_threads(cfg.threads)
-    L.seed_everything(cfg.seed, verbose=False)
-    datamodule = build.datamodule(cfg)
-    module = build.module(cfg, datamodule)
-    trainer = build.trainer(cfg)
-    trainer.fit(module, datamodule=datamodule)
-    return datamodule, module, trainer
+    return build_and_fit(
+        tmp_path, "callbacks=none", "logger=none", "early_stopping=none", *overrides
+    )
 
 
 def learning_rate(trainer: L.Trainer) -> float:
@@ -196,13 +190,8 @@ class StopAfterStep(EveryBatch):
 
 
 def fit_to_the_end(tmp_path, *overrides: str, ckpt_path=None) -> tuple:
-    cfg = make_cfg(tmp_path, *overrides)
-    torch.set_num_threads(cfg.threads)
-    L.seed_everything(cfg.seed, verbose=False)
-    datamodule = build.datamodule(cfg)
-    module = build.module(cfg, datamodule)
-    trainer = build.trainer(cfg, ckpt_path=ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    """build + fit with the config's callbacks and logger: (module, trainer)."""
+    _, module, trainer = build_and_fit(tmp_path, *overrides, ckpt_path=ckpt_path)
     return module, trainer
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_cfg, read_metrics, run_train
+from conftest import build_and_fit, make_cfg, read_metrics, run_train
 from litforge import build
 from litforge.history import EpochHistory
 from litforge.models import TabularModule
@@ -20,15 +20,9 @@ N_TRAIN = 700
 
 def fit(tmp_path, *overrides: str) -> tuple:
     """build + fit as train() does, with nothing written: (datamodule, module, trainer)."""
-    quiet = ("callbacks=none", "logger=none", "early_stopping=none")
-    cfg = make_cfg(tmp_path, *quiet, *overrides)
-    torch.set_num_threads(cfg.threads)
-    L.seed_everything(cfg.seed, verbose=False)
-    datamodule = build.datamodule(cfg)
-    module = build.module(cfg, datamodule)
-    trainer = build.trainer(cfg)
-    trainer.fit(module, datamodule=datamodule)
-    return datamodule, module, trainer
+    return build_and_fit(
+        tmp_path, "callbacks=none", "logger=none", "early_stopping=none", *overrides
+    )
 
 
 def parameters(module: torch.nn.Module) -> torch.Tensor:
