@@ -207,6 +207,22 @@ RUNNERS = {
 }
 
 
+def rotated(names, repeat: int) -> list:
+    """`names` in the order of this repeat: each goes first in turn."""
+    names = list(names)
+    return names[repeat % len(names) :] + names[: repeat % len(names)]
+
+
+def timed(runner, overrides: list[str], epochs: int) -> float:
+    """samples/s of one run, its config composed afresh (run_litforge sets max_epochs), with
+    progress bars and Lightning's logs kept off the screen."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose(overrides, Path(tmp))
+        quiet = io.StringIO()
+        with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+            return runner(cfg, epochs, Path(tmp))
+
+
 def quiet_lightning() -> None:
     """Lightning's console lines would interleave with the results."""
     import logging
@@ -232,14 +248,9 @@ def throughput(repeats: int, quick: bool) -> list[dict]:
             epochs = max(1, epochs // 5) if quick else epochs
             rates: dict[str, list[float]] = {name: [] for name in LOOPS}
             for repeat in range(repeats + 1):  # the first round warms up and is not counted
-                order = LOOPS[repeat % len(LOOPS) :] + LOOPS[: repeat % len(LOOPS)]
-                for name in order:
-                    with tempfile.TemporaryDirectory() as tmp:
-                        # composed afresh for each loop: run_litforge sets max_epochs
-                        cfg = compose([*overrides, f"data.batch_size={batch}"], Path(tmp))
-                        quiet = io.StringIO()  # progress bars and Lightning's logs
-                        with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
-                            rate = RUNNERS[name](cfg, epochs if repeat else 1, Path(tmp))
+                for name in rotated(LOOPS, repeat):
+                    batch_overrides = [*overrides, f"data.batch_size={batch}"]
+                    rate = timed(RUNNERS[name], batch_overrides, epochs if repeat else 1)
                     if repeat:
                         rates[name].append(rate)
             ratios = {
@@ -301,13 +312,9 @@ def breakdown(repeats: int, quick: bool) -> list[dict]:
         names = ["limit loop", *PARTS]
         ms: dict[str, list[float]] = {name: [] for name in names}
         for repeat in range(repeats + 1):  # the first round warms up and is not counted
-            for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            for name in rotated(names, repeat):
                 runner = run_limit if name == "limit loop" else run_litforge
-                with tempfile.TemporaryDirectory() as tmp:
-                    cfg = compose([*base, *PARTS.get(name, [])], Path(tmp))
-                    quiet = io.StringIO()
-                    with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
-                        rate = runner(cfg, epochs, Path(tmp))
+                rate = timed(runner, [*base, *PARTS.get(name, [])], epochs)
                 if repeat:
                     ms[name].append(1000 * n_train / rate)
         name = workload.split(" (")[0]

@@ -79,6 +79,10 @@ class InMemoryLoader:
         full, rest = divmod(self.num_samples, self.batch_size)
         return [self.batch_size] * full + ([rest] if rest else [])
 
+    def rows(self, first: int, stop: int) -> int:
+        """How many samples batches [first, stop) of an epoch hold (the last batch may be short)."""
+        return min(stop * self.batch_size, self.num_samples) - first * self.batch_size
+
     def indices(self) -> Tensor | None:
         """This rank's sample indices for the current epoch, or None for the plain order."""
         n = len(self.x)

@@ -152,11 +152,11 @@ class TabularModule(L.LightningModule):
         k = self.accumulate
         if k == 1:
             return 1.0
-        sizes = getattr(self.trainer.train_dataloader, "batch_sizes", None)
-        if sizes is None:  # a loader we can't see into
+        rows = getattr(self.trainer.train_dataloader, "rows", None)
+        if rows is None:  # a loader we can't see into
             return 1.0 / k
         first = batch_idx // k * k
-        return batch_size / sum(sizes()[first : first + k])
+        return batch_size / rows(first, first + k)
 
     def on_train_epoch_start(self) -> None:
         # Lightning skips this hook when it resumes mid-epoch: the restored sum carries on
