@@ -68,7 +68,7 @@ def compose(overrides: list[str], output_dir: Path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from litforge import resume
+    from litforge.run import resume
 
     resume.register_resolvers()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):

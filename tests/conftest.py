@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import litforge
-from litforge.chunks import EveryBatch
+from litforge.engine import EveryBatch
 
 ROOT = Path(litforge.__file__).resolve().parents[2]
 CONF = ROOT / "conf"

@@ -10,9 +10,10 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, cli, make_cfg
 from litforge import build
-from litforge.data import TabularDataModule
+from litforge.data import DigitsImages
+from litforge.engine import TabularDataModule
 from litforge.errors import UserError
-from litforge.models import ClassificationModule, RegressionModule
+from litforge.models import ClassificationModule, CNNClassifier, RegressionModule
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
@@ -31,6 +32,10 @@ def overrides_for(group: str, option: str, tmp_path: Path) -> list[str]:
         extra.append("model=regression")
     if group == "model" and option == "regression":
         extra.append("data=diabetes")
+    if (group, option) == ("data", "digits_images"):  # images: the CNN
+        extra.append("model=cnn")
+    if (group, option) == ("model", "cnn"):
+        extra.append("data=digits_images")
     if group == "data" and option == "csv":
         path = tmp_path / "table.csv"
         path.write_text("x1,x2,y\n" + "\n".join(f"{i},{i % 7},{2 * i + 1}" for i in range(60)))
@@ -84,11 +89,11 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
     cfg = make_cfg(tmp_path, *overrides_for(group, option, tmp_path))
     assert cfg.hydra.runtime.choices[group] == option
     datamodule = build.datamodule(cfg)
-    assert isinstance(datamodule, TabularDataModule)
+    images = cfg.hydra.runtime.choices.data == "digits_images"
+    assert isinstance(datamodule, DigitsImages if images else TabularDataModule)
     module = build.module(cfg, datamodule)
-    assert isinstance(
-        module, RegressionModule if datamodule.task == "regression" else ClassificationModule
-    )
+    expected = RegressionModule if datamodule.task == "regression" else ClassificationModule
+    assert isinstance(module, CNNClassifier if images else expected)
     optimizers = module.configure_optimizers()
     optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
     assert isinstance(optimizer, torch.optim.Optimizer)

@@ -4,13 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from litforge.data import (
-    CSVDataModule,
-    InMemoryLoader,
-    SklearnDataModule,
-    SyntheticDataModule,
-    split_indices,
-)
+from litforge.data import CSVDataModule, SklearnDataModule, SyntheticDataModule
+from litforge.engine.datamodule import split_indices
+from litforge.engine.loader import InMemoryLoader
 from litforge.errors import UserError
 
 

@@ -11,11 +11,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import build_and_fit, make_cfg, read_metrics, run_train
 from litforge import build
-from litforge.chunks import Chunk, EveryBatch
-from litforge.data import InMemoryLoader
+from litforge.engine.callbacks import GracefulStop
+from litforge.engine.fastpath import EveryBatch
+from litforge.engine.loader import Chunk, InMemoryLoader
 from litforge.errors import UserError
-from litforge.history import EpochHistory
-from litforge.loop import GracefulStop
+from litforge.run.history import EpochHistory
 
 LIGHTNING = "steps_per_call=1"  # Lightning's own loop: one training_step per batch
 

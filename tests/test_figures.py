@@ -5,8 +5,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import make_cfg, read_metrics
 from litforge import build
-from litforge.figures import TestFigures
-from litforge.record import RunRecord
+from litforge.run.figures import TestFigures
+from litforge.run.record import RunRecord
 from litforge.train import fit_and_test
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -5,7 +5,7 @@ import torch
 
 from conftest import make_cfg, read_metrics
 from litforge import build
-from litforge.record import RunRecord
+from litforge.run.record import RunRecord
 from litforge.train import fit_and_test
 
 pytestmark = [

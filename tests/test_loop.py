@@ -10,8 +10,8 @@ import torch
 
 from conftest import build_and_fit, make_cfg, read_metrics, run_train
 from litforge import build
-from litforge.history import EpochHistory
-from litforge.models import TabularModule
+from litforge.engine import LitModule
+from litforge.run.history import EpochHistory
 
 # synthetic regression: 1000 samples, 700 of them in the training split
 SYNTHETIC = ("data=synthetic", "model=regression")
@@ -78,9 +78,7 @@ def test_lightning_alone_shrinks_a_short_last_accumulation_group_so_the_test_wou
     tmp_path, monkeypatch
 ):
     # Lightning's own weighting: every batch's loss divided by k, whatever the group holds
-    monkeypatch.setattr(
-        TabularModule, "accumulation_weight", lambda self, i, n: 1 / self.accumulate
-    )
+    monkeypatch.setattr(LitModule, "accumulation_weight", lambda self, i, n: 1 / self.accumulate)
     accumulated, plain = accumulated_and_plain(tmp_path, *UNEVEN)
     assert torch.max(torch.abs(accumulated - plain)) > 1e-4
     accumulated, plain = accumulated_and_plain(tmp_path, *EVEN)
@@ -196,7 +194,7 @@ INTERRUPTED = (*RANDOM, "max_epochs=5", "data.batch_size=16", "accumulate_grad_b
 
 
 # a plateau schedule that halves the rate 3 times in 5 epochs (Lightning steps it after the
-# epoch's checkpoint; TabularModule steps it before)
+# epoch's checkpoint; LitModule steps it before)
 PLATEAU = ("scheduler=plateau", "scheduler.patience=0", "optimizer.lr=0.05")
 
 

@@ -13,8 +13,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, cli, make_cfg, read_metrics, run_train
-from litforge import resume
 from litforge.errors import UserError
+from litforge.run import resume
 
 resume.register_resolvers()  # as importing litforge.train does
 

@@ -2,51 +2,107 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
+from pathlib import Path
+from typing import Any
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from litforge import checks
-from litforge.chunks import FastPath
-from litforge.data import TabularDataModule
-from litforge.divergence import StopOnDivergence
-from litforge.history import ConfigInCheckpoint, EpochHistory
-from litforge.loop import BatchSeed, GracefulStop
-from litforge.models import ClassificationModule, RegressionModule, TabularModule
+from litforge import rules
+from litforge.engine import DataModule, TabularDataModule
+from litforge.engine.callbacks import BatchSeed, GracefulStop, MonitorLogged, StopOnDivergence
+from litforge.engine.checkpoints import ConfigInCheckpoint
+from litforge.engine.fastpath import FastPath
+from litforge.errors import UserError
+from litforge.run.history import EpochHistory
 
-TASK_OF_MODULE = {RegressionModule: "regression", ClassificationModule: "classification"}
+log = logging.getLogger("litforge")
+CONF = Path(__file__).resolve().parents[2] / "conf"  # the config groups (an editable install)
 
 
-def datamodule(cfg: DictConfig) -> TabularDataModule:
-    """The data, loaded and split (the model's input and output sizes come from it)."""
-    dm = instantiate(cfg.data, order_seed=cfg.seed)
+def datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """The data module, prepared and set up for fitting (the model's sizes come from it)."""
+    cls = get_class(cfg.data._target_)
+    extra = {"order_seed": cfg.seed} if issubclass(cls, DataModule) else {}  # the batch order
+    dm = instantiate(cfg.data, **extra)
+    dm.prepare_data()
     dm.setup("fit")
-    k = cfg.trainer.get("accumulate_grad_batches", 1)
-    checks.check_accumulation(len(dm.splits["train"][0]), dm.batch_size, k)
+    if isinstance(dm, TabularDataModule):
+        k = cfg.trainer.get("accumulate_grad_batches", 1)
+        rules.check_accumulation(len(dm.splits["train"][0]), dm.batch_size, k)
     return dm
 
 
-def module(cfg: DictConfig, dm: TabularDataModule) -> TabularModule:
-    """The LightningModule, sized by the data: num_features, num_classes, target scale."""
-    checks.check_task(TASK_OF_MODULE.get(get_class(cfg.model._target_)), dm.task)
-    sizes = {"num_features": dm.num_features}
-    if dm.task == "classification":
-        sizes["num_classes"] = dm.num_classes
-    else:
-        sizes |= {"target_mean": dm.y_mean, "target_std": dm.y_std}
-    return instantiate(
-        cfg.model,
-        **sizes,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
-        monitor=cfg.monitor,
-        _convert_="all",
-    )
+def module(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningModule:
+    """The model, given what its constructor asks for and the YAML leaves out: the optimizer and
+    scheduler partials, `monitor`, and sizes the data module knows (`num_features`, ...)."""
+    cls = get_class(cfg.model._target_)
+    rules.check_task(getattr(cls, "task", None), getattr(dm, "task", None))
+    wanted = [name for name in parameters(cls) if name not in cfg.model]
+    offered: dict[str, Any] = {"monitor": cfg.monitor}
+    offered["scheduler"] = instantiate(cfg.scheduler) if cfg.scheduler else None
+    offered["optimizer"] = instantiate(cfg.optimizer)
+    if "optimizer" not in wanted:
+        log.warning(
+            "%s takes no `optimizer` argument, so optimizer=%s is not used: its own "
+            "configure_optimizers() decides. Add `optimizer` to its constructor to use the "
+            "optimizer group.",
+            cls.__name__,
+            cfg.optimizer.get("_target_"),
+        )
+    offered |= data_sizes(dm, [name for name in wanted if name not in offered])
+    kwargs = {name: offered[name] for name in wanted if name in offered}
+    try:
+        return instantiate(cfg.model, **kwargs, _convert_="all")
+    except InstantiationException as err:
+        missing = [name for name in required(cls) if name not in cfg.model and name not in kwargs]
+        if not missing:
+            raise
+        raise UserError(
+            f"model={cfg.model._target_} needs {', '.join(missing)}: neither its config nor the "
+            f"data module ({type(dm).__name__}) gives {'it' if len(missing) == 1 else 'them'}. "
+            f"Add model.{missing[0]}=... to the model's YAML, or give the data module an "
+            f"attribute {missing[0]} (sizes the data knows reach the model by name)."
+        ) from err
+
+
+def parameters(cls: type) -> list[str]:
+    """The names a class's constructor takes by keyword."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in inspect.signature(cls).parameters.values() if p.kind in kinds]
+
+
+def required(cls: type) -> list[str]:
+    empty = inspect.Parameter.empty
+    params = inspect.signature(cls).parameters
+    return [name for name in parameters(cls) if params[name].default is empty]
+
+
+# the data module's own knobs, not sizes the data knows: never handed to the model
+DATA_KNOBS = {"batch_size", "val_fraction", "test_fraction", "seed", "shuffle", "order_seed"}
+
+
+def data_sizes(dm: L.LightningDataModule, names: list[str]) -> dict[str, Any]:
+    """What only the data knows, of `names`: the data module's public attributes, but its knobs
+    (batch size, split, seeds) and what every LightningDataModule has (`trainer`, `hparams`)."""
+    sizes = {}
+    for name in names:
+        if name.startswith("_") or name in DATA_KNOBS or hasattr(L.LightningDataModule, name):
+            continue
+        try:
+            value = getattr(dm, name)
+        except AttributeError:
+            continue
+        if not callable(value):
+            sizes[name] = value
+    return sizes
 
 
 def callbacks(cfg: DictConfig) -> list[Callback]:
@@ -56,6 +112,7 @@ def callbacks(cfg: DictConfig) -> list[Callback]:
     if cfg.early_stopping:
         built.append(instantiate(cfg.early_stopping))
     return [
+        MonitorLogged(cfg.monitor),  # first: it names what was logged before others complain
         *built,
         EpochHistory(cfg.monitor, cfg.monitor_mode),
         ConfigInCheckpoint(resolved(cfg)),
@@ -75,7 +132,7 @@ def resolved(cfg: DictConfig) -> dict:
 def trainer(cfg: DictConfig, with_logger: bool = True, ckpt_path: str | None = None) -> L.Trainer:
     """The Trainer with the configured device, precision, callbacks and logger."""
     quiet_lightning()
-    checks.check_accelerator(str(cfg.trainer.accelerator))
+    check_accelerator(str(cfg.trainer.accelerator))
     strategy = strategy_for_sweeps(cfg.trainer.strategy)
     cbs = callbacks(cfg)
     logger = build_logger(cfg, ckpt_path) if with_logger and cfg.logger else False
@@ -93,10 +150,27 @@ def trainer(cfg: DictConfig, with_logger: bool = True, ckpt_path: str | None = N
     )
 
 
+def check_accelerator(accelerator: str) -> None:
+    """Say which device= to use instead, before Lightning's deeper error."""
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={accelerator} needs a CUDA GPU and torch sees none "
+            "(torch.cuda.is_available() is False); use device=cpu, or device=auto to take a GPU "
+            "only where there is one."
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise UserError(
+            "device=mps needs Apple silicon with Metal (torch.backends.mps.is_available() is "
+            "False); use device=cpu or device=auto."
+        )
+
+
 def build_logger(cfg: DictConfig, ckpt_path: str | None) -> Logger:
     """The configured logger; resuming TensorBoard hides what was logged after the checkpoint."""
     if ckpt_path and issubclass(get_class(cfg.logger._target_), TensorBoardLogger):
-        from litforge.resume import checkpoint_step
+        from litforge.run.resume import checkpoint_step
 
         # a killed run may have logged steps past its last checkpoint; purge_step makes
         # TensorBoard drop them when the resumed run logs those steps again
@@ -117,7 +191,7 @@ def strategy_for_sweeps(strategy: str) -> str:
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if strategy == "ddp" and multirun and not SLURMEnvironment.detect():
-        logging.getLogger("litforge").info("DDP inside a local sweep job: using ddp_spawn")
+        log.info("DDP inside a local sweep job: using ddp_spawn")
         return "ddp_spawn"
     return strategy
 
@@ -135,3 +209,5 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     # small data sets have fewer batches than log_every_n_steps; the epoch metrics still log
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # in-memory datasets need no worker processes (data.num_workers adds them)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")

@@ -1,10 +1,12 @@
-"""Turn a user's mistake into one message that names the key, the bad value and the fix.
+"""The pre-flight check: a user's mistake in a composed config becomes one message that names the
+key, the bad value and the fix, before any data is loaded.
 
-`check_config(cfg)` runs right after Hydra composes the config, before any data is loaded;
-`check_split` and `check_accumulation` once the data's size is known (a CSV's only after reading
-it); `check_resume` once the model is built. `python -m litforge.checks [overrides]`
-(`make check-config ARGS="..."`) runs all of them, and builds data, model and trainer, without
-training or writing anything.
+`check_config(cfg)` runs right after Hydra composes the config: the values first (rules.py, no
+torch), then what the code the config names must agree with (imports, tasks, devices,
+precision). `PreflightCheck` (a Hydra callback) does it for every job of a sweep before the first
+starts; `python -m litforge.checks [overrides]` (`make check-config ARGS="..."`) also builds data,
+model and trainer, without training or writing anything. Sizes are checked once the data is
+loaded (engine), a resumed checkpoint once the model is built (run/resume.py).
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ import copy
 import difflib
 import importlib
 import logging
-import math
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,21 +23,28 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
+from litforge.engine import compat
 from litforge.errors import UserError
+from litforge.rules import (
+    WHOLE_NUMBERS,
+    check_accumulation,
+    check_data_values,
+    check_model_values,
+    check_monitor,
+    check_optimizer,
+    check_output_dir,
+    check_split,
+    check_task,
+    check_whole_number,
+    is_number,
+    shown,
+)
 
 # what each task's module logs for validation (models.py) and which way is better;
 # tests/test_errors.py checks this table against the modules' own torchmetrics
 METRIC_MODES = {
     "regression": {"val/loss": "min", "val/mse": "min", "val/mae": "min", "val/r2": "max"},
     "classification": {"val/loss": "min", "val/acc": "max", "val/f1": "max"},
-}
-# whole-number knobs: (smallest allowed, what the number counts, an example)
-WHOLE_NUMBERS = {
-    "seed": (0, "the seed of model initialisation and batch order", "seed=0"),
-    "max_epochs": (1, "the number of training epochs", "max_epochs=50"),
-    "accumulate_grad_batches": (1, "batches per optimizer step", "accumulate_grad_batches=1"),
-    "threads": (1, "the number of CPU threads torch uses", "threads=1"),
-    "steps_per_call": (1, "optimizer steps per Lightning training step", "steps_per_call=32"),
 }
 
 
@@ -63,7 +70,8 @@ def check_config(cfg: DictConfig, here: bool = True, code: bool = True) -> None:
     check_activation(cfg.model)
     data_task, rows = check_data(cfg.data)
     check_task(model_task(cfg.model), data_task)
-    check_monitor(str(cfg.monitor), str(cfg.monitor_mode), model_task(cfg.model) or data_task)
+    task = model_task(cfg.model) or data_task
+    check_monitor(str(cfg.monitor), str(cfg.monitor_mode), task, METRIC_MODES.get(task, {}))
     if here:
         accelerator = check_device(cfg.trainer)
         for key, value in knob(cfg, "precision"):
@@ -73,6 +81,8 @@ def check_config(cfg: DictConfig, here: bool = True, code: bool = True) -> None:
         for _, k in knob(cfg, "accumulate_grad_batches"):
             check_accumulation(n_train, cfg.data.batch_size, k)
     if cfg.get("ckpt_path") is not None:
+        from litforge.engine.checkpoints import load_checkpoint
+
         load_checkpoint(Path(str(cfg.ckpt_path)))
 
 
@@ -83,17 +93,6 @@ def knob(cfg: DictConfig, name: str) -> list[tuple[str, Any]]:
     if trainer is not None and name in trainer and not OmegaConf.is_interpolation(trainer, name):
         found.append((f"trainer.{name}", trainer[name]))
     return found
-
-
-def shown(value: Any) -> str:
-    """A value as a user would type it, strings quoted so `'abc'` reads as text."""
-    if OmegaConf.is_config(value):
-        value = OmegaConf.to_container(value)
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_no_missing_values(cfg: DictConfig) -> None:
@@ -132,11 +131,9 @@ def targets(cfg: DictConfig) -> list[tuple[str, str]]:
 
 def check_targets_import(cfg: DictConfig) -> None:
     """Every `_target_` names something importable (a typo there is a Python traceback later)."""
-    from hydra._internal.utils import _locate  # get_object's lookup, without its error log
-
     for path, target in targets(cfg):
         try:
-            _locate(target)
+            compat.locate(target)
         except Exception as err:
             module_name, _, name = target.rpartition(".")
             try:
@@ -155,50 +152,6 @@ def check_targets_import(cfg: DictConfig) -> None:
             ) from err
 
 
-def check_whole_number(key: str, value: Any, low: int, meaning: str, example: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UserError(
-            f"{key}={shown(value)} is not allowed: {key} is {meaning}, a whole number "
-            f"≥ {low}; use e.g. {example}."
-        )
-
-
-def check_optimizer(optimizer: DictConfig) -> None:
-    lr = optimizer.get("lr")
-    if lr is not None and (not is_number(lr) or lr <= 0):
-        raise UserError(
-            f"optimizer.lr={shown(lr)} is not allowed: the learning rate must be a number > 0; "
-            "use e.g. optimizer.lr=0.001 (Adam) or optimizer.lr=0.05 (SGD)."
-        )
-    for key, low, high in (("weight_decay", 0.0, math.inf), ("momentum", 0.0, 1.0)):
-        value = optimizer.get(key)
-        if value is not None and (not is_number(value) or not low <= value <= high):
-            bound = f"in [{low}, {high}]" if high < math.inf else f"≥ {low}"
-            raise UserError(
-                f"optimizer.{key}={shown(value)} is not allowed: it must be a number {bound}; "
-                f"use e.g. optimizer.{key}={low}."
-            )
-
-
-def check_model_values(model: DictConfig) -> None:
-    dims = model.get("hidden_dims")
-    if dims is not None and (
-        not OmegaConf.is_list(dims)
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims)
-    ):
-        raise UserError(
-            f"model.hidden_dims={shown(dims)} is not allowed: it is a list of layer widths, "
-            "whole numbers ≥ 1; use e.g. model.hidden_dims=[64,64], or model.hidden_dims=[] "
-            "for a linear model."
-        )
-    dropout = model.get("dropout")
-    if dropout is not None and (not is_number(dropout) or not 0 <= dropout < 1):
-        raise UserError(
-            f"model.dropout={shown(dropout)} is not allowed: it is a probability in [0, 1); "
-            "use e.g. model.dropout=0.2, or 0 for none."
-        )
-
-
 def check_activation(model: DictConfig) -> None:
     from litforge.models import ACTIVATIONS
 
@@ -211,30 +164,10 @@ def check_activation(model: DictConfig) -> None:
 
 
 def model_task(model: DictConfig) -> str | None:
-    """regression or classification for litforge's modules; None for a module of your own."""
+    """regression or classification for litforge's modules (their `task`); None for others."""
     from hydra.utils import get_class
 
-    from litforge.models import ClassificationModule, RegressionModule
-
-    cls = get_class(model._target_)
-    return {RegressionModule: "regression", ClassificationModule: "classification"}.get(cls)
-
-
-def check_data_values(data: DictConfig) -> None:
-    """The keys every data config has: batch size and split fractions."""
-    check_batch_size(data.get("batch_size", 1))
-    val, test = data.get("val_fraction", 0.15), data.get("test_fraction", 0.15)
-    for key, value in (("data.val_fraction", val), ("data.test_fraction", test)):
-        if not is_number(value) or not 0 < value < 1:
-            raise UserError(
-                f"{key}={shown(value)} is not allowed: it is the share of rows held out, a number "
-                f"between 0 and 1 (both excluded); use e.g. {key}=0.15."
-            )
-    if val + test >= 1:
-        raise UserError(
-            f"data.val_fraction={val} and data.test_fraction={test} add up to {val + test:g}, "
-            "which leaves no rows for training; make their sum < 1, e.g. 0.15 each."
-        )
+    return getattr(get_class(model._target_), "task", None)
 
 
 def check_data(data: DictConfig) -> tuple[str | None, int | None]:
@@ -282,95 +215,8 @@ def check_data(data: DictConfig) -> tuple[str | None, int | None]:
                 f"(relative paths start from {Path.cwd()})."
             )
         return task, None
-    return None, None
-
-
-def check_batch_size(batch_size: Any) -> None:
-    if batch_size == "full":
-        return
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(
-            f"data.batch_size={shown(batch_size)} is not allowed: it is the number of rows per "
-            "training step, a whole number ≥ 1, or `full` for the whole training split; use e.g. "
-            "data.batch_size=64, descent=batch or descent=stochastic."
-        )
-
-
-def check_split(n: int, val_fraction: float, test_fraction: float) -> int:
-    """Every split gets rows; returns the training split's row count.
-
-    Rounds as `data.split_sizes` does. A batch_size larger than the training split is allowed:
-    the batch is the whole split (full-batch descent) and `TabularDataModule.setup` warns.
-    """
-    from litforge.data import split_sizes
-
-    n_train, n_val, n_test = split_sizes(n, val_fraction, test_fraction)
-    for key, fraction, rows, split in (
-        ("data.val_fraction", val_fraction, n_val, "validation"),
-        ("data.test_fraction", test_fraction, n_test, "test"),
-    ):
-        if rows == 0:
-            raise UserError(
-                f"{key}={fraction} leaves the {split} split empty (round({n} × {fraction}) = 0 of "
-                f"{n} rows); use {key} ≥ {math.ceil(1000 / n) / 1000:g}."
-            )
-    if n_train == 0:
-        raise UserError(
-            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no "
-            f"training rows of {n}; make them smaller."
-        )
-    return n_train
-
-
-def check_accumulation(n_train: int, batch_size: Any, k: Any) -> None:
-    """Accumulating more batches than an epoch has changes nothing: Lightning steps at its end."""
-    batches = 1 if batch_size == "full" else math.ceil(n_train / batch_size)
-    if not isinstance(k, int) or k <= batches:
-        return
-    if batch_size == "full":
-        raise UserError(
-            f"descent=batch with accumulate_grad_batches={k} has nothing to accumulate: "
-            "full-batch descent makes one batch per epoch and Lightning steps at the end of every "
-            "epoch, so the run would equal accumulate_grad_batches=1. Use accumulate_grad_batches="
-            f"1, or descent=minibatch data.batch_size=B to step on groups of {k} mini-batches."
-        )
-    raise UserError(
-        f"accumulate_grad_batches={k} is more than the {batches} batch(es) of an epoch "
-        f"({n_train} training rows / data.batch_size={batch_size}); Lightning steps at the end of "
-        f"every epoch, so it would act as accumulate_grad_batches={batches}. Use "
-        f"accumulate_grad_batches ≤ {batches}, or a smaller data.batch_size."
-    )
-
-
-def check_task(model: str | None, data: str | None) -> None:
-    if model is None or data is None or model == data:
-        return
-    raise UserError(
-        f"model={model} does not fit the data, which is a {data} task; "
-        f"use model={data} (or an experiment=... that sets both)."
-    )
-
-
-def check_monitor(monitor: str, mode: str, task: str | None) -> None:
-    if mode not in ("min", "max"):
-        raise UserError(
-            f"monitor_mode={shown(mode)} is not allowed; use monitor_mode=min for a loss or error, "
-            "monitor_mode=max for val/acc, val/f1 or val/r2."
-        )
-    if task is None:  # a model of your own logs what it logs
-        return
-    modes = {**METRIC_MODES[task], "train/loss": "min"}
-    if monitor not in modes:
-        raise UserError(
-            f"monitor={shown(monitor)} is not a metric a {task} run logs; choose one of "
-            f"{', '.join(modes)}."
-        )
-    if modes[monitor] != mode:
-        better = "higher" if modes[monitor] == "max" else "lower"
-        raise UserError(
-            f"monitor={monitor} is better when {better} but monitor_mode={mode}: best.ckpt and "
-            f"early stopping would keep the worst epoch; add monitor_mode={modes[monitor]}."
-        )
+    task = getattr(cls, "task", None)  # a data module of your own: its class may say
+    return (task if isinstance(task, str) else None), None
 
 
 def check_device(trainer: DictConfig) -> str:
@@ -385,6 +231,8 @@ def check_device(trainer: DictConfig) -> str:
             f"trainer.accelerator={accelerator!r} is not one Lightning knows ({', '.join(known)}); "
             "choose device=cpu, device=gpu, device=mps or device=auto."
         )
+    from litforge.build import check_accelerator
+
     check_accelerator(accelerator)
     devices = trainer.get("devices", 1)
     if accelerator in ("gpu", "cuda") and isinstance(devices, int):
@@ -400,43 +248,20 @@ def check_device(trainer: DictConfig) -> str:
     return "cuda" if accelerator == "gpu" else accelerator
 
 
-def check_accelerator(accelerator: str) -> None:
-    """Say which device= to use instead, before Lightning's deeper error."""
-    import torch
-
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise UserError(
-            f"trainer.accelerator={accelerator} needs a CUDA GPU and torch sees none "
-            "(torch.cuda.is_available() is False); use device=cpu, or device=auto to take a GPU "
-            "only where there is one."
-        )
-    if accelerator == "mps" and not torch.backends.mps.is_available():
-        raise UserError(
-            "device=mps needs Apple silicon with Metal (torch.backends.mps.is_available() is "
-            "False); use device=cpu or device=auto."
-        )
-
-
 def check_precision(key: str, value: Any, accelerator: str) -> None:
     """A precision Lightning knows, and one the device can run (Lightning would silently
     swap 16-mixed for bf16-mixed on a CPU)."""
     import torch
-    from lightning.fabric.plugins.precision.precision import (
-        _PRECISION_INPUT_INT,
-        _PRECISION_INPUT_STR,
-        _PRECISION_INPUT_STR_ALIAS,
-        _PRECISION_INPUT_STR_ALIAS_CONVERSION,
-    )
 
-    allowed = [*get_args(_PRECISION_INPUT_INT), *get_args(_PRECISION_INPUT_STR_ALIAS)]
-    allowed += get_args(_PRECISION_INPUT_STR)
+    allowed, aliases = compat.precision_values()
     if isinstance(value, bool) or value not in allowed:
-        names = dict.fromkeys(["32", "64", *sorted(get_args(_PRECISION_INPUT_STR)), "16", "bf16"])
+        full = sorted(v for v in allowed if isinstance(v, str) and "-" in v)
+        names = dict.fromkeys(["32", "64", *full, "16", "bf16"])
         raise UserError(
             f"{key}={shown(value)} is not a precision Lightning knows; choose one of "
             f"{', '.join(names)} (e.g. {key}=32, or {key}=bf16-mixed)."
         )
-    unified = _PRECISION_INPUT_STR_ALIAS_CONVERSION.get(str(value), str(value))
+    unified = aliases.get(str(value), str(value))
     problem = None
     if unified == "16-mixed" and accelerator == "cpu":
         problem = "float16 mixed precision needs a CUDA GPU; on the CPU use bf16-mixed or 32"
@@ -451,140 +276,6 @@ def check_precision(key: str, value: Any, accelerator: str) -> None:
     if problem:
         raise UserError(
             f"{key}={value} cannot run on this run's device ({accelerator}): {problem}."
-        )
-
-
-def get_args(literal: Any) -> tuple:
-    import typing
-
-    return typing.get_args(literal)
-
-
-def load_checkpoint(path: Path, key: str = "ckpt_path") -> dict:
-    """A checkpoint's contents, read as data only (`weights_only=True`: no code runs)."""
-    import torch
-
-    if not path.is_file():
-        raise UserError(
-            f"{key}={str(path)!r} does not exist; pass a .ckpt file from a run's checkpoints/ "
-            "folder, e.g. outputs/runs/<run>/checkpoints/best.ckpt."
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found:  # a pickled object: loading it would run its code
-            raise UserError(
-                f"{key}={str(path)!r} holds a Python object ({found.group(1)}), not only tensors "
-                "and plain data; litforge reads checkpoints with torch.load(weights_only=True) and "
-                "will not run code from a file. Pass a .ckpt written by litforge.train."
-            ) from err
-        raise UserError(
-            f"{key}={str(path)!r} is not a readable checkpoint: the file is corrupt or not a "
-            f"torch file ({type(err).__name__}); pass a .ckpt written by litforge.train."
-        ) from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(
-            f"{key}={str(path)!r} has no model weights (no state_dict); pass a .ckpt written by "
-            "litforge.train."
-        )
-    return checkpoint
-
-
-# what a checkpoint's stored config may name for litforge.eval to instantiate: anything else in a
-# checkpoint from an untrusted source could be any Python callable (`_target_: os.system`)
-TRUSTED_TARGETS = ("litforge.", "torch.optim.", "lightning.pytorch.")
-
-
-def check_stored_targets(stored: dict, path: Path) -> None:
-    """A checkpoint's config is data: refuse `_target_`s outside TRUSTED_TARGETS, anywhere."""
-    for where, target in plain_targets(stored):
-        if not str(target).startswith(TRUSTED_TARGETS):
-            raise UserError(
-                f"{path} asks eval to build {where}._target_={target!r}, which is outside "
-                f"{', '.join(TRUSTED_TARGETS)}; litforge.eval refuses it, as a checkpoint "
-                "could name any Python function there. If you wrote that class and trust "
-                "this file, add its package to TRUSTED_TARGETS in litforge/checks.py."
-            )
-
-
-def plain_targets(value: Any, path: str = "") -> list[tuple[str, Any]]:
-    """(where, `_target_`) in plain dicts and lists, however deep (instantiate recurses too)."""
-    found = []
-    if isinstance(value, dict):
-        if "_target_" in value:
-            found.append((path.rstrip("."), value["_target_"]))
-        for key, item in value.items():
-            found += plain_targets(item, f"{path}{key}.")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += plain_targets(item, f"{path}{index}.")
-    return found
-
-
-def check_resume(path: Path, module: Any, cfg: DictConfig) -> None:
-    """Resuming restores weights and optimizer state: both must fit what this config builds."""
-    from litforge.build import resolved
-    from litforge.history import ConfigInCheckpoint
-
-    checkpoint = load_checkpoint(path)
-    stored = checkpoint.get(ConfigInCheckpoint.KEY) or {}
-    now = resolved(cfg)
-    theirs, ours = checkpoint["state_dict"], module.state_dict()
-    shapes = [
-        f"{name} is {list(theirs[name].shape)} in the checkpoint and {list(ours[name].shape)} now"
-        for name in ours
-        if name in theirs and theirs[name].shape != ours[name].shape
-    ]
-    shapes += [f"{name} is missing from the checkpoint" for name in ours if name not in theirs]
-    shapes += [f"{name} is not in this model" for name in theirs if name not in ours]
-    if shapes:
-        more = f" (and {len(shapes) - 1} more)" if len(shapes) > 1 else ""
-        raise UserError(
-            f"ckpt_path={str(path)!r} holds a different model than this config builds: "
-            f"{shapes[0]}{more}.{settings_of(stored, now, ('model', 'data'))} Resume with the "
-            "model and data settings of that run, or leave out ckpt_path to start afresh."
-        )
-    before = (stored.get("optimizer") or {}).get("_target_")
-    after = (now.get("optimizer") or {}).get("_target_")
-    if before and before != after:  # Lightning would fail at the first step (e.g. KeyError)
-        raise UserError(
-            f"ckpt_path={str(path)!r} was trained with optimizer {before} and this run builds "
-            f"{after}; resuming restores the optimizer's state, which only the same optimizer "
-            "can use. Resume with the optimizer of that run, or leave out ckpt_path to start "
-            "afresh."
-        )
-
-
-def settings_of(stored: dict, now: dict, groups: tuple[str, ...]) -> str:
-    """' The checkpoint was written with model.hidden_dims=[8] (now [64, 64]).' or ''."""
-    changed = [
-        f"{group}.{key}={shown(value)} (now {shown((now.get(group) or {}).get(key))})"
-        for group in groups
-        for key, value in (stored.get(group) or {}).items()
-        if (now.get(group) or {}).get(key) != value
-    ]
-    return f" The checkpoint was written with {', '.join(changed)}." if changed else ""
-
-
-def check_output_dir(path: Path, key: str) -> None:
-    """The run folder can be created: every part that exists is a writable folder.
-
-    Checked without creating anything. As root, a folder's mode bits do not stop writes
-    (only a read-only file system or a file in the way does), so os.access decides.
-    """
-    existing = path.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(
-            f"{key}={str(path)!r} cannot be created: {existing} is a file, not a folder; "
-            f"choose another folder, e.g. {key}=outputs/runs/<name>."
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(
-            f"{key}={str(path)!r} cannot be created: {existing} is not writable by this user; "
-            f"run from a folder you can write to, or choose {key}=<a writable folder>."
         )
 
 
@@ -623,7 +314,7 @@ def check_sweep(config: DictConfig) -> None:
     in_process = launcher.endswith(IN_PROCESS_LAUNCHERS)
     sweep_jobs = jobs(list(config.hydra.overrides.task))
     if in_process and sweep_jobs:
-        loader.load_sweep_config = ComposedOnce(loader, config, sweep_jobs)
+        compat.compose_sweep_job_with(loader, ComposedOnce(loader, config, sweep_jobs))
     for job in sweep_jobs:
         cfg = loader.load_sweep_config(config, job)
         cfg.output_dir = str(config.hydra.sweep.dir)  # the job's own folder is not known yet
@@ -645,7 +336,7 @@ class ComposedOnce:
     """
 
     def __init__(self, loader, master_config: DictConfig, sweep_jobs: list[list[str]]) -> None:
-        self.compose = type(loader).load_sweep_config.__get__(loader)  # the loader's own
+        self.compose = compat.own_compose_sweep_job(loader)
         self.master_config = master_config
         self.wanted = {tuple(job) for job in sweep_jobs}
         self.composed: dict[tuple[str, ...], DictConfig] = {}
@@ -681,7 +372,9 @@ def validate(cfg: DictConfig) -> str:
     datamodule = build.datamodule(cfg)
     module = build.module(cfg, datamodule)
     if cfg.get("ckpt_path") is not None:
-        check_resume(Path(str(cfg.ckpt_path)), module, cfg)
+        from litforge.run.resume import check_resume
+
+        check_resume(Path(str(cfg.ckpt_path)), module, build.resolved(cfg))
     lightning_log = logging.getLogger("lightning.pytorch")
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)  # not "GPU available: ..." for every job
@@ -702,13 +395,12 @@ def validate(cfg: DictConfig) -> str:
 
 def jobs(overrides: list[str]) -> list[list[str]]:
     """One override list per job: a sweep (`optimizer=sgd,adam`) expands as Hydra's would."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     if not any(o.is_sweep_override() for o in parsed):
         return [overrides]
-    return BasicSweeper.split_arguments(parsed, None)[0]
+    return compat.sweep_jobs(parsed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -716,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    from litforge import resume
+    from litforge.run import resume
 
     resume.register_resolvers()  # conf/train.yaml's run folder uses them
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("-m", "--multirun")]

@@ -18,9 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 
 def run_config(ckpt_path: Path) -> DictConfig:
     """The resolved config stored in the checkpoint by the run that wrote it."""
-    from litforge.checks import check_stored_targets, load_checkpoint
+    from litforge.engine.checkpoints import (
+        ConfigInCheckpoint,
+        check_stored_targets,
+        load_checkpoint,
+    )
     from litforge.errors import UserError
-    from litforge.history import ConfigInCheckpoint
 
     checkpoint = load_checkpoint(ckpt_path)  # weights_only: never runs code found in a file
     if ConfigInCheckpoint.KEY not in checkpoint:
@@ -28,8 +31,30 @@ def run_config(ckpt_path: Path) -> DictConfig:
             f"{ckpt_path} has no litforge config inside; pass a checkpoint written by "
             "litforge.train."
         )
-    check_stored_targets(checkpoint[ConfigInCheckpoint.KEY], ckpt_path)  # eval instantiates them
-    return OmegaConf.create(checkpoint[ConfigInCheckpoint.KEY])
+    stored = checkpoint[ConfigInCheckpoint.KEY]
+    check_stored_targets(stored, ckpt_path, config_targets())  # eval instantiates them
+    return OmegaConf.create(stored)
+
+
+def config_targets() -> dict[str, object]:
+    """Every `_target_` the config groups of conf/ name (Hydra's own settings aside): text ->
+    the object it names. What a checkpoint's stored config may ask eval to build."""
+    import yaml
+
+    from litforge.build import CONF
+    from litforge.engine import compat
+    from litforge.engine.checkpoints import plain_targets
+
+    found = {}
+    for path in sorted(CONF.rglob("*.yaml")):
+        if path.relative_to(CONF).parts[0] == "hydra":
+            continue
+        config = yaml.safe_load(path.read_text()) or {}
+        config.pop("hydra", None)
+        for _, target in plain_targets(config):
+            if isinstance(target, str) and target not in found:
+                found[target] = compat.locate(target)
+    return found
 
 
 def evaluate(ckpt_path: Path, output_dir: Path, accelerator: str = "cpu") -> dict[str, float]:

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig
 
-from litforge import checks, resume
+from litforge import checks
 from litforge.errors import Diverged, UserError
-from litforge.record import RunRecord, final_metrics, hparams, is_rank_zero, log_hparams
+from litforge.run import resume
+from litforge.run.record import RunRecord, final_metrics, hparams, is_rank_zero, log_hparams
 
 if TYPE_CHECKING:
     import lightning as L
@@ -39,10 +40,30 @@ def fit_and_test(
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     # read the fit now: testing best.ckpt rewinds the callbacks' state to that epoch
     record.update_from(trainer)
+    missing = [
+        f"{type(owner).__name__}.{name}"
+        for name, owner in (("test_step", module), ("test_dataloader", datamodule))
+        if not is_overridden(name, owner)
+    ]
+    if missing:
+        log.warning(
+            "no test: %s is not defined, so best.ckpt is not scored on a test split "
+            "(metrics.json's `test` stays empty); define it to score one.",
+            " and ".join(missing),
+        )
+        return record
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
     record.data["test"] = {name: float(value) for name, value in test.items()}
     return record
+
+
+def is_overridden(name: str, owner) -> bool:
+    """`owner` (a LightningModule or LightningDataModule) defines hook `name` itself."""
+    import lightning as L
+
+    base = L.LightningModule if isinstance(owner, L.LightningModule) else L.LightningDataModule
+    return getattr(type(owner), name, None) is not getattr(base, name, None)
 
 
 def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = None) -> RunRecord:
@@ -69,7 +90,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
         datamodule = build.datamodule(cfg)
         module = build.module(cfg, datamodule)
         if ckpt_path is not None:
-            checks.check_resume(Path(ckpt_path), module, cfg)
+            resume.check_resume(Path(ckpt_path), module, build.resolved(cfg))
         trainer = build.trainer(cfg, ckpt_path=ckpt_path)
         params = hparams(cfg, choices or {}, list(overrides))
         for logger in trainer.loggers:  # hparams.yaml; the HParams entry comes with the metrics
@@ -96,11 +117,20 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
         record.write()
         if params is not None and record.data["status"] != "interrupted":
             # an interrupted run gets its HParams entry when it is resumed and finishes
-            names = ["test/loss", *module.test_metrics.keys()]
-            log_hparams(trainer, params, final_metrics(record, names))
+            log_hparams(trainer, params, final_metrics(record, test_metric_names(module, record)))
     if trainer is None or trainer.is_global_zero:
         log.info("metrics.json: %s", record.path)
     return record
+
+
+def test_metric_names(module: L.LightningModule | None, record: RunRecord) -> list[str]:
+    """The test metrics a run reports: what it scored, or what a litforge module would have
+    scored (NaN), so every job of a sweep has the same HParams columns."""
+    names = list(record.data["test"])
+    test_metrics = getattr(module, "test_metrics", None)
+    if not names and test_metrics is not None:
+        names = ["test/loss", *test_metrics.keys()]
+    return names
 
 
 def freeze_at_exit() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from lightning.fabric.utilities.logger import _add_prefix
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
+
+from litforge.engine import compat
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
@@ -31,7 +32,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
+        metrics = compat.logger_prefixed(self, metrics)
         values, groups = [], {}
         for tag, value in metrics.items():
             if isinstance(value, Mapping):
@@ -47,7 +48,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
                     "one-element tensor."
                 ) from err
         if values:
-            self.experiment._get_file_writer().add_summary(Summary(value=values), step)
+            compat.event_file_writer(self.experiment).add_summary(Summary(value=values), step)
         if groups:
             super().log_metrics(groups, step)
 

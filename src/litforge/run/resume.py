@@ -7,10 +7,12 @@ Imported by train.py before Hydra composes (no torch here): the resolvers below 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from litforge.errors import UserError
+from litforge.rules import shown
 
 NOT_CARRIED = ("resume", "ckpt_path")  # the run's own overrides, less these, are reapplied
 
@@ -82,3 +84,49 @@ def checkpoint_step(ckpt_path: str | Path) -> int:
 
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     return int(checkpoint["global_step"])
+
+
+def check_resume(path: Path, module: Any, now: dict) -> None:
+    """Resuming restores weights and optimizer state: both must fit what this config builds.
+
+    `now` is this run's resolved config (build.resolved).
+    """
+    from litforge.engine.checkpoints import ConfigInCheckpoint, load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    stored = checkpoint.get(ConfigInCheckpoint.KEY) or {}
+    theirs, ours = checkpoint["state_dict"], module.state_dict()
+    shapes = [
+        f"{name} is {list(theirs[name].shape)} in the checkpoint and {list(ours[name].shape)} now"
+        for name in ours
+        if name in theirs and theirs[name].shape != ours[name].shape
+    ]
+    shapes += [f"{name} is missing from the checkpoint" for name in ours if name not in theirs]
+    shapes += [f"{name} is not in this model" for name in theirs if name not in ours]
+    if shapes:
+        more = f" (and {len(shapes) - 1} more)" if len(shapes) > 1 else ""
+        raise UserError(
+            f"ckpt_path={str(path)!r} holds a different model than this config builds: "
+            f"{shapes[0]}{more}.{settings_of(stored, now, ('model', 'data'))} Resume with the "
+            "model and data settings of that run, or leave out ckpt_path to start afresh."
+        )
+    before = (stored.get("optimizer") or {}).get("_target_")
+    after = (now.get("optimizer") or {}).get("_target_")
+    if before and before != after:  # Lightning would fail at the first step (e.g. KeyError)
+        raise UserError(
+            f"ckpt_path={str(path)!r} was trained with optimizer {before} and this run builds "
+            f"{after}; resuming restores the optimizer's state, which only the same optimizer "
+            "can use. Resume with the optimizer of that run, or leave out ckpt_path to start "
+            "afresh."
+        )
+
+
+def settings_of(stored: dict, now: dict, groups: tuple[str, ...]) -> str:
+    """' The checkpoint was written with model.hidden_dims=[8] (now [64, 64]).' or ''."""
+    changed = [
+        f"{group}.{key}={shown(value)} (now {shown((now.get(group) or {}).get(key))})"
+        for group in groups
+        for key, value in (stored.get(group) or {}).items()
+        if (now.get(group) or {}).get(key) != value
+    ]
+    return f" The checkpoint was written with {', '.join(changed)}." if changed else ""

@@ -3,61 +3,52 @@
 Lightning spends about half a millisecond of its own on every training step (hook dispatch, the
 optimizer closure, logging, the progress bar), as long as a whole step of a small MLP takes. On
 the fast path the training loader yields a `Chunk` of consecutive batches (sliced with one
-indexing operation) and `TabularModule.training_step` runs their optimizer steps itself (manual
+indexing operation) and `LitModule.training_step` runs their optimizer steps itself (manual
 optimization), so Lightning's per-step machinery runs once per chunk instead of once per batch.
 
 What must happen on every batch still does, inside the chunk (`train_chunk`):
 - callbacks derived from `EveryBatch` get `on_batch_start` and `on_batch_end` for each batch:
-  dropout seeding, the divergence check and the clean stop on a signal (loop.py, divergence.py);
+  dropout seeding, the divergence check and the clean stop on a signal (callbacks.py);
 - an accumulation group's gradient is the mean over exactly its samples;
 - `trainer.global_step` counts optimizer steps, and so does TensorBoard's step axis; learning
   rate schedules step when Lightning would step them;
 - `train/loss` is the epoch's exact mean, `train/loss_step` is logged every
   `trainer.log_every_n_steps` optimizer steps, without a host-device sync per step.
 
-`FastPath`, a callback every run has, turns this on when `fit` starts, wherever it is exact. It
-leaves Lightning's own loop in place for data parallel (several backward passes inside one DDP
-forward break DDP's gradient reducer), 16-bit mixed precision (its gradient scaler),
-`limit_train_batches` and `overfit_batches` (they count Lightning's batches), and callbacks that
-need Lightning's per-step hooks. `steps_per_call=1` always keeps Lightning's loop.
+`FastPath`, a callback every run has, turns this on when `fit` starts, wherever it is exact.
+Anywhere else the fit runs on Lightning's own loop, and a WARNING says why and what would keep the
+fast path: a module that is not a `LitModule` or overrides `training_step` or a per-step hook; a
+data module that is not a `TabularDataModule` or serves loaders of its own; a callback with
+per-batch hooks that is not an `EveryBatch`; data parallel (several backward passes inside one
+DDP forward break DDP's gradient reducer); 16-bit mixed precision (its gradient scaler);
+`limit_train_batches`, `overfit_batches` and `val_check_interval` (they count Lightning's
+batches). `steps_per_call=1` asks for Lightning's loop (said at INFO).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
+    GradientAccumulationScheduler,
     LearningRateMonitor,
     ModelCheckpoint,
     ProgressBar,
     Timer,
-    TQDMProgressBar,
 )
 from torch import Tensor
 
+from litforge.engine import compat
+from litforge.engine.loader import Chunk, InMemoryLoader
+
 log = logging.getLogger("litforge")
-
-
-class Chunk(NamedTuple):
-    """Consecutive training batches: their rows of x and y, and where they sit in the epoch."""
-
-    x: Tensor  # (rows, features): the batches one after another
-    y: Tensor  # (rows,)
-    first: int  # index in the epoch of the first batch
-    count: int  # number of batches
-
-    def batches(self, sizes: list[int]) -> Iterator[tuple[int, Tensor, Tensor]]:
-        """(batch_idx, x, y) of each batch, given the epoch's batch sizes; views, no copies."""
-        mine = sizes[self.first : self.first + self.count]
-        indices = range(self.first, self.first + self.count)
-        return zip(indices, self.x.split(mine), self.y.split(mine), strict=True)
 
 
 class EveryBatch(Callback):
@@ -117,13 +108,25 @@ PER_STEP_HOOKS = (
     "on_before_optimizer_step",
     "on_before_zero_grad",
 )
-MODULE_STEP_HOOKS = (*PER_STEP_HOOKS, "backward", "optimizer_step", "optimizer_zero_grad")
+MODULE_STEP_HOOKS = (
+    "training_step",
+    *PER_STEP_HOOKS,
+    "backward",
+    "optimizer_step",
+    "optimizer_zero_grad",
+)
 # callbacks whose per-batch hooks may see a chunk: they show, log or save per epoch
-CHUNK_SAFE = (EveryBatch, ProgressBar, LearningRateMonitor, EarlyStopping, Timer)
+CHUNK_SAFE = (EveryBatch, ProgressBar, LearningRateMonitor, EarlyStopping, Timer, ModelCheckpoint)
+KEEP_IT = "To keep litforge's fast path, "
 
 
 class FastPath(Callback):
-    """Switches `fit` to the chunked fast path where that is exact (see the module docstring)."""
+    """Switches `fit` to the chunked fast path where that is exact (see the module docstring).
+
+    Anywhere else the fit runs on Lightning's own loop, which is exact too, and the log says why
+    at WARNING level, with what would keep the fast path (at INFO where `steps_per_call=1` asked
+    for Lightning's loop).
+    """
 
     def __init__(self, steps_per_call: int = 32) -> None:
         self.steps_per_call = steps_per_call
@@ -133,7 +136,9 @@ class FastPath(Callback):
             return
         reason = self.why_not(trainer, pl_module)
         if reason:
-            log.info("Lightning's own training loop: %s", reason)
+            asked = self.steps_per_call <= 1
+            level = logging.INFO if asked else logging.WARNING
+            log.log(level, "Lightning's own training loop: %s", reason)
             if hasattr(trainer.datamodule, "chunk"):  # in case an earlier fit chunked it
                 trainer.datamodule.chunk = 1
             if getattr(pl_module, "fast", None) is not None:  # an earlier fit took the fast path
@@ -154,15 +159,18 @@ class FastPath(Callback):
         trainer.datamodule.chunk = self.steps_per_call * k
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Carry the optimizer steps over from the other loop's counter, once a checkpoint is
-        restored: Lightning's own loop counts them in its automatic-optimization progress, the
-        fast path in the manual one, and `global_step` (TensorBoard's step axis, `max_steps`)
-        reads the one the module's mode names."""
-        loop = trainer.fit_loop.epoch_loop
-        counters = (
-            loop.automatic_optimization.optim_progress.optimizer.step.total,
-            loop.manual_optimization.optim_step_progress.total,
-        )
+        """Check the loader is the chunked one, then carry the optimizer steps over from the
+        other loop's counter once a checkpoint is restored: Lightning's own loop counts them in
+        its automatic-optimization progress, the fast path in the manual one, and `global_step`
+        (TensorBoard's step axis, `max_steps`) reads the one the module's mode names."""
+        if getattr(pl_module, "fast", None) is not None:
+            loader = trainer.train_dataloader
+            if not isinstance(loader, InMemoryLoader) or loader.chunk == 1:
+                raise RuntimeError(  # why_not() rules this out; never train without backward
+                    f"litforge's fast path is on but the training loader is {type(loader)}, "
+                    "not a chunked InMemoryLoader; run with steps_per_call=1 and report this."
+                )
+        counters = compat.optimizer_step_counters(trainer)
         steps = max(counter.completed for counter in counters)
         for counter in counters:
             counter.ready = counter.completed = steps
@@ -175,11 +183,24 @@ class FastPath(Callback):
             trainer.gradient_clip_val = fast.clip_val
 
     def why_not(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str | None:
-        """Why this fit must keep Lightning's own loop, or None."""
+        """Why this fit must keep Lightning's loop, and what would keep the fast path; or None."""
         if self.steps_per_call <= 1:
             return "steps_per_call=1"
-        if not hasattr(pl_module, "fast") or not hasattr(trainer.datamodule, "chunk"):
-            return "the module or data module does not train in chunks"
+        module, data = type(pl_module).__name__, type(trainer.datamodule).__name__
+        if not hasattr(pl_module, "fast"):
+            return (
+                f"{module} is not a litforge module. {KEEP_IT}derive it from "
+                "litforge.engine.LitModule and give it forward() and loss(output, y)."
+            )
+        if not hasattr(trainer.datamodule, "chunk"):
+            return (
+                f"{data} is not a litforge in-memory data module; the fast path slices tensors "
+                f"held in memory. {KEEP_IT}derive it from litforge.engine.TabularDataModule and "
+                "return the arrays from load() (for data that fits in memory)."
+            )
+        blockers = [*pl_module.fast_path_blockers(), *trainer.datamodule.fast_path_blockers()]
+        if blockers:
+            return blockers[0]
         if trainer.world_size > 1:
             return "data parallel (DDP needs one backward pass per forward)"
         if getattr(trainer.precision_plugin, "scaler", None) is not None:
@@ -188,28 +209,42 @@ class FastPath(Callback):
             return "limit_train_batches or overfit_batches count Lightning's batches"
         if not whole_epoch(trainer.val_check_interval) or trainer.check_val_every_n_epoch is None:
             return "val_check_interval counts Lightning's batches"
-        if any(
-            isinstance(c, LearningRateMonitor) and c.logging_interval != "epoch"
-            for c in trainer.callbacks
-        ):
-            return "LearningRateMonitor(logging_interval='step') logs every optimizer step"
-        if any(getattr(c, "_every_n_train_steps", 0) for c in trainer.checkpoint_callbacks):
-            return "ModelCheckpoint(every_n_train_steps) saves between optimizer steps"
+        for callback in trainer.callbacks:
+            name = type(callback).__name__
+            if isinstance(callback, LearningRateMonitor) and callback.logging_interval != "epoch":
+                return f"{name}(logging_interval='step') logs every optimizer step"
+            if isinstance(callback, ModelCheckpoint) and compat.saves_every_n_train_steps(callback):
+                return f"{name}(every_n_train_steps or train_time_interval) saves between steps"
+            if isinstance(callback, GradientAccumulationScheduler):
+                return f"{name} changes accumulate_grad_batches from epoch to epoch"
         hooks = [
             f"{type(c).__name__}.{hook}"
             for c in trainer.callbacks
-            if not isinstance(c, CHUNK_SAFE + (ModelCheckpoint, FastPath))
+            if not isinstance(c, (*CHUNK_SAFE, FastPath))
             for hook in PER_STEP_HOOKS
             if overrides(c, Callback, hook)
         ]
-        hooks += [
-            f"{type(pl_module).__name__}.{hook}"
-            for hook in MODULE_STEP_HOOKS
-            if overrides(pl_module, L.LightningModule, hook)
-        ]
         if hooks:
-            return f"{', '.join(hooks)} must run on every step"
+            return (
+                f"{', '.join(hooks)} must run on every step. {KEEP_IT}derive the callback from "
+                "litforge.engine.EveryBatch and implement on_batch_start / on_batch_end, which "
+                "run once per batch on both loops."
+            )
         return None
+
+
+def module_blockers(module: L.LightningModule, base: type) -> list[str]:
+    """What a subclass of `base` (litforge's LitModule) overrides that the fast path does itself."""
+    hooks = [hook for hook in MODULE_STEP_HOOKS if overrides(module, base, hook)]
+    if not hooks:
+        return []
+    name = type(module).__name__
+    return [
+        f"{name} overrides {', '.join(hooks)}, which the fast path would skip or run once per "
+        f"chunk of batches. {KEEP_IT}put the per-batch math in forward() and loss(output, y) and "
+        "per-step work in a litforge.engine.EveryBatch callback; or set steps_per_call=1 to "
+        "silence this."
+    ]
 
 
 def whole_epoch(value: Any) -> bool:
@@ -218,13 +253,15 @@ def whole_epoch(value: Any) -> bool:
 
 
 def overrides(obj: Any, base: type, name: str) -> bool:
-    return getattr(type(obj), name) is not getattr(base, name)
+    """`obj` has its own `name`: in its class, or set on the object (LambdaCallback's way)."""
+    own = getattr(obj, name, None)
+    return getattr(own, "__func__", own) is not getattr(base, name, None)
 
 
 def train_chunk(module: L.LightningModule, chunk: Chunk) -> dict[str, Tensor] | None:
     """Train on a chunk's batches: forward, backward and an optimizer step per group of k.
 
-    `module` is a TabularModule on the fast path (FastPath set `module.fast`). Returns the last
+    `module` is a LitModule on the fast path (FastPath set `module.fast`). Returns the last
     batch's loss, which the progress bar shows.
     """
     trainer, fast = module.trainer, module.fast
@@ -232,8 +269,6 @@ def train_chunk(module: L.LightningModule, chunk: Chunk) -> dict[str, Tensor] | 
     optimizer = module.optimizers(use_pl_optimizer=False)
     loader = trainer.train_dataloader
     sizes = loader.batch_sizes()
-    epoch_loop = trainer.fit_loop.epoch_loop
-    progress = epoch_loop.manual_optimization.optim_step_progress  # trainer.global_step reads it
     step = trainer.global_step  # optimizer steps taken, counted along here
     max_steps = trainer.max_steps if trainer.max_steps >= 0 else math.inf
     log_every = trainer.log_every_n_steps
@@ -260,11 +295,10 @@ def train_chunk(module: L.LightningModule, chunk: Chunk) -> dict[str, Tensor] | 
                 module.clip_gradients(optimizer, fast.clip_val)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            progress.increment_ready()
-            progress.increment_completed()
+            compat.count_manual_optimizer_step(trainer)  # trainer.global_step reads it
             step += 1
             # Lightning's step counter for loggers: what it would be at this batch's end
-            epoch_loop._batches_that_stepped = step - 1
+            compat.set_logging_step(trainer, step - 1)
             step_schedules(module, per_step, batch_idx + 1)
             if last:
                 step_schedules(module, schedules(trainer, "epoch"), trainer.current_epoch + 1)
@@ -276,7 +310,8 @@ def train_chunk(module: L.LightningModule, chunk: Chunk) -> dict[str, Tensor] | 
         if stepped and step >= max_steps:
             # Lightning ends the fit after this chunk; its own loop would not validate a
             # partial epoch, so neither does this one
-            epoch_loop._skip_next_val = not last
+            if not last:
+                compat.skip_next_validation(trainer)
             last = True
             break
     loader.in_chunk = False
@@ -289,7 +324,7 @@ def train_chunk(module: L.LightningModule, chunk: Chunk) -> dict[str, Tensor] | 
 def schedules(trainer: L.Trainer, interval: str) -> list:
     """The learning-rate schedules Lightning's loop steps every `interval` ("step" or "epoch").
 
-    Plateau schedules step in `TabularModule.on_train_epoch_end`, on both paths.
+    Plateau schedules step in `LitModule.on_train_epoch_end`, on both paths.
     """
     configs = trainer.lr_scheduler_configs
     return [c for c in configs if c.interval == interval and not c.reduce_on_plateau]
@@ -307,53 +342,3 @@ def log_step_loss(trainer: L.Trainer, loss: Tensor, step: int) -> None:
     metrics = {"train/loss_step": float(loss), "epoch": trainer.current_epoch}
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=step)
-
-
-class BatchProgressBar(TQDMProgressBar):
-    """TQDM's progress bar, counting batches also on the fast path (Lightning counts chunks),
-    where it shows the last batch's loss as train/loss_step without a log call per chunk.
-
-    While fitting, validation gets no bar of its own: it is a batch or two of in-memory data,
-    and a new bar every epoch cost ~0.4 ms (a few percent of a small epoch). Its results show on
-    the training bar, as Lightning's do. `trainer.validate` keeps its bar.
-    """
-
-    step_loss: Tensor | None = None
-
-    @property
-    def total_train_batches(self) -> int | float:
-        loader = self.trainer.train_dataloader
-        if getattr(loader, "chunk", 1) > 1:
-            return loader.num_batches
-        return super().total_train_batches
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if isinstance(batch, Chunk):
-            batch_idx = batch.first + batch.count - 1
-            if outputs:  # not the empty rest of a chunk (data.InMemoryLoader)
-                self.step_loss = outputs["loss"]
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
-    def get_metrics(self, trainer, pl_module) -> dict:
-        metrics = super().get_metrics(trainer, pl_module)
-        if self.step_loss is not None:
-            metrics["train/loss_step"] = float(self.step_loss)  # read when the bar redraws
-        return metrics
-
-    def on_validation_start(self, trainer, pl_module) -> None:
-        if trainer.state.fn != "fit":
-            super().on_validation_start(trainer, pl_module)
-
-    def on_validation_batch_start(self, trainer, pl_module, *args, **kwargs) -> None:
-        if trainer.state.fn != "fit":
-            super().on_validation_batch_start(trainer, pl_module, *args, **kwargs)
-
-    def on_validation_batch_end(self, trainer, pl_module, *args, **kwargs) -> None:
-        if trainer.state.fn != "fit":
-            super().on_validation_batch_end(trainer, pl_module, *args, **kwargs)
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.state.fn != "fit":
-            super().on_validation_end(trainer, pl_module)
-        elif self._train_progress_bar is not None:
-            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))

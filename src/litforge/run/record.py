@@ -65,7 +65,7 @@ class RunRecord:
 
     def update_from(self, trainer: L.Trainer) -> None:
         """Epochs, steps, best value and why training stopped, as the trainer saw them."""
-        from litforge.history import EpochHistory
+        from litforge.run.history import EpochHistory
 
         self.fitted = True
         self.data["epochs"] = trainer.current_epoch

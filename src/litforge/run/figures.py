@@ -12,12 +12,11 @@ from torchmetrics import Metric
 from torchmetrics.aggregation import CatMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from litforge.models import ClassificationModule, RegressionModule
-
 
 class TestFigures(Callback):
     """At test time, `test/confusion_matrix` (classification) or `test/predicted_vs_true`
-    (regression) as an image in each TensorBoard logger.
+    (regression) as an image in each TensorBoard logger, for a litforge module (its `task` and
+    `for_metrics` say what to draw).
 
     The predictions are made again here, batch by batch, so the model's own steps stay as they
     are; torchmetrics gathers them across DDP ranks.
@@ -32,9 +31,12 @@ class TestFigures(Callback):
         self.metrics = {}
         if not _tensorboards(trainer):
             return
-        if isinstance(pl_module, ClassificationModule):
+        task = getattr(pl_module, "task", None)
+        if not callable(getattr(pl_module, "for_metrics", None)):  # not a litforge module
+            return
+        if task == "classification" and "num_classes" in pl_module.hparams:
             self.metrics = {"confusion": MulticlassConfusionMatrix(pl_module.hparams.num_classes)}
-        elif isinstance(pl_module, RegressionModule):
+        elif task == "regression":
             self.metrics = {"predicted": CatMetric(), "true": CatMetric()}
         for metric in self.metrics.values():
             metric.to(pl_module.device)

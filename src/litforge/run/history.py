@@ -1,4 +1,4 @@
-"""Callbacks that keep a run's story in its checkpoints: per-epoch metrics and the config."""
+"""The per-epoch story of a run, for metrics.json and the sweep summary, kept in checkpoints."""
 
 from __future__ import annotations
 
@@ -52,15 +52,3 @@ class EpochHistory(Callback):
         rows = state_dict.get("rows")  # checkpoints written before rows_json
         self.rows = list(rows) if rows is not None else json.loads(state_dict["rows_json"])
         self.encoded = []
-
-
-class ConfigInCheckpoint(Callback):
-    """Stores the run's resolved config (plain dicts) in every checkpoint, for `litforge.eval`."""
-
-    KEY = "litforge_config"
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint[self.KEY] = self.config
