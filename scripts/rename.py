@@ -2,9 +2,11 @@
 
     python scripts/rename.py my_project        (or: make rename NAME=my_project)
 
-Renames src/<old>/ to src/<new>/ and replaces the old name in every text file git would track
-(pyproject, Makefile, conf/, src/, tests/, scripts/, README, CI), so `make test` passes under the
-new name. The old name is read from pyproject.toml, so the script can be run again later.
+Renames src/<old>/ to src/<new>/ (and src/hydra_plugins/<old>_sweeper/ with it: Hydra finds the
+sweeper by that name) and replaces the old name in every text file git would track (pyproject,
+Makefile, conf/, src/, tests/, scripts/, README, CI), so every command and test works under the
+new name. LICENSE is left as it is: its copyright line is the original authors'. The old name is
+read from pyproject.toml, so the script can be run again later.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def text_files(root: Path):
         parts = set(path.relative_to(root).parts)
         if parts & SKIP_DIRS or any(p.endswith(".egg-info") for p in parts) or not path.is_file():
             continue
-        if path.suffix in TEXT_SUFFIXES or path.name in {"Makefile", "run", "LICENSE"}:
+        if path.suffix in TEXT_SUFFIXES or path.name in {"Makefile", "run"}:
             yield path
 
 
@@ -52,11 +54,20 @@ def rename(root: Path, new: str) -> list[Path]:
     check_name(new, old)
     if (root / "src" / new).exists():
         sys.exit(f"rename: src/{new} already exists")
-    shutil.move(root / "src" / old, root / "src" / new)
     # also inside identifiers such as `litforge_config` and `litforge-train`
     pattern = re.compile(rf"(?<![A-Za-z0-9]){re.escape(old)}")
+    named = [
+        path
+        for path in (root / "src").rglob("*")
+        if pattern.match(path.name)
+        and not any(part == "__pycache__" or part.endswith(".egg-info") for part in path.parts)
+    ]
+    for path in sorted(named, key=lambda p: len(p.parts), reverse=True):  # deepest first
+        path.rename(path.with_name(pattern.sub(new, path.name)))
     changed = []
     for path in text_files(root):
+        if path.name == "LICENSE":
+            continue
         try:
             text = path.read_text()
         except UnicodeDecodeError:

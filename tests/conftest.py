@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,21 @@ def build_and_fit(output_dir: Path, *overrides: str, ckpt_path: str | None = Non
     trainer = build.trainer(cfg, ckpt_path=ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return datamodule, module, trainer
+
+
+def copy_repo(target: Path) -> None:
+    """This checkout's files (what git would commit) into `target`: a scratch copy."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target / name)
 
 
 def read_metrics(run_dir: Path) -> dict:

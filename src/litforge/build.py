@@ -108,8 +108,10 @@ def data_sizes(dm: L.LightningDataModule, names: list[str]) -> dict[str, Any]:
 def callbacks(cfg: DictConfig) -> list[Callback]:
     """The callbacks group, early stopping, and the ones every run has (history, exact resume,
     the fast path)."""
-    built = [instantiate(c) for c in (cfg.callbacks or {}).values() if c]
-    if cfg.early_stopping:
+    # a node without a _target_ holds keys an experiment set on a group the command turned off
+    # (`experiment=digits early_stopping=none` leaves {patience: 20}): nothing to build
+    built = [instantiate(c) for c in (cfg.callbacks or {}).values() if c and "_target_" in c]
+    if cfg.early_stopping and "_target_" in cfg.early_stopping:
         built.append(instantiate(cfg.early_stopping))
     return [
         MonitorLogged(cfg.monitor),  # first: it names what was logged before others complain

@@ -46,7 +46,8 @@ class SmallCNN(nn.Module):
     """(batch, in_channels, H, W) images -> (batch, num_classes) logits.
 
     Per width in `channels`: a 3×3 convolution (padding 1), ReLU, 2×2 max pooling, so 8×8 inputs
-    become 4×4 and then 2×2; then global average pooling, dropout and a linear layer.
+    become 4×4, 2×2, 1×1 with three widths; then global average pooling, dropout and a linear
+    layer.
     """
 
     def __init__(
@@ -146,7 +147,7 @@ class CNNClassifier(LitModule):
         optimizer: Optimizer,
         scheduler: Callable | None = None,
         in_channels: int = 1,
-        channels: Sequence[int] = (32, 64),
+        channels: Sequence[int] = (32, 64, 128),
         dropout: float = 0.25,
         monitor: str = "val/loss",
     ) -> None:

@@ -85,7 +85,7 @@ class LastCheckpoint(ModelCheckpoint):
             and hard_link(written.path, path)
         )
         if not shared:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)
         self.saved_step = trainer.global_step
         self.last_model_path = path
 

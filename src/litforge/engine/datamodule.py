@@ -10,6 +10,8 @@ standardized on the training split, served by `InMemoryLoader` (the fast path's 
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from typing import Any
 
 import lightning as L
@@ -78,6 +80,9 @@ class DataModule(L.LightningDataModule):
                 epoch = position["epoch"] + 1
             else:
                 epoch, start = position["epoch"], position["batches_done"] * position["batch_size"]
+                # this sampler is what makes the resume exact: not Lightning's "not resumable"
+                self.filters = warnings.filters[:]
+                warnings.filterwarnings("ignore", message=".*your dataloader is not resumable")
         return EpochSampler(
             dataset, shuffle=self.shuffle, seed=self.order_seed, epoch=epoch, start=start
         )
@@ -90,6 +95,8 @@ class DataModule(L.LightningDataModule):
         loader = trainer.train_dataloader
         if not isinstance(getattr(loader, "sampler", None), EpochSampler) or not loader.batch_size:
             return {}
+        if not math.isfinite(trainer.num_training_batches):
+            return {}
         return {
             "epoch": trainer.current_epoch,
             "batches_done": compat.batches_done_this_epoch(trainer),
@@ -99,6 +106,10 @@ class DataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.resume_position = dict(state_dict) or None
+
+    def teardown(self, stage: str) -> None:
+        if getattr(self, "filters", None) is not None:  # the warnings as they were before fit
+            warnings.filters[:], self.filters = self.filters, None
 
 
 class TabularDataModule(DataModule):

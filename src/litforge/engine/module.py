@@ -38,6 +38,7 @@ class RunningMean(Metric):
         self.add_state("total", zero.clone(), dist_reduce_fx="sum", persistent=True)
         self.add_state("weight", zero.clone(), dist_reduce_fx="sum", persistent=True)
         self.noted: list[tuple[Tensor, int]] = []
+        self.register_state_dict_pre_hook(add_noted)  # a checkpoint holds the noted losses too
 
     def update(self, value: Tensor, weight: int) -> None:
         self.total.add_(value, alpha=weight)
@@ -63,16 +64,10 @@ class RunningMean(Metric):
         self.noted.clear()
         super().reset()
 
-    def _apply(self, fn, *args, **kwargs):
-        try:
-            return super()._apply(fn, *args, **kwargs)
-        except TypeError:  # Apple's MPS has no float64: the sums are kept in float32 there
-            self.set_dtype(torch.float32)
-            return super()._apply(fn, *args, **kwargs)
 
-    def _save_to_state_dict(self, *args, **kwargs) -> None:
-        self.add_noted()
-        super()._save_to_state_dict(*args, **kwargs)
+
+def add_noted(metric: RunningMean, prefix: str, keep_vars: bool) -> None:
+    metric.add_noted()
 
 
 class LitModule(L.LightningModule):
@@ -106,6 +101,10 @@ class LitModule(L.LightningModule):
         metrics = metrics if metrics is not None else MetricCollection({})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+
+    def setup(self, stage: str) -> None:
+        if self.trainer.strategy.root_device.type == "mps":  # Apple's MPS has no float64
+            self.train_loss.set_dtype(torch.float32)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

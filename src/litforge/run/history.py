@@ -11,7 +11,9 @@ from lightning.pytorch.callbacks import Callback
 
 
 class EpochHistory(Callback):
-    """Records `train/loss` and every `val/*` metric at the end of each training epoch."""
+    """Records the epoch's training and validation metrics at the end of each training epoch:
+    `train/loss` and `val/*` for litforge's modules; `train...` and `val...` names (step values
+    aside) and the monitored metric for any other."""
 
     def __init__(self, monitor: str = "val/loss", mode: str = "min") -> None:
         self.monitor, self.mode = monitor, mode
@@ -23,7 +25,8 @@ class EpochHistory(Callback):
             return
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         for name, value in trainer.callback_metrics.items():
-            if name == "train/loss" or name.startswith("val/"):
+            epoch_value = name.startswith(("train", "val")) and not name.endswith("_step")
+            if (epoch_value or name == self.monitor) and value.numel() == 1:
                 row[name] = float(value)
         self.rows.append(row)
 

@@ -83,7 +83,7 @@ class RunRecord:
                 path = os.path.relpath(path, self.path.parent)
             monitor = self.data["monitor"]
             self.data["best"] = {"value": best[monitor], "epoch": best["epoch"], "checkpoint": path}
-            self.data["val"] = {k: v for k, v in best.items() if k.startswith("val/")}
+            self.data["val"] = {k: v for k, v in best.items() if k.startswith("val")}
 
     def finish(self, status: str, error: str | None = None, stopped_by: str | None = None) -> None:
         self.data["status"] = status
