@@ -68,9 +68,9 @@ def compose(overrides: list[str], output_dir: Path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from litforge.run import resume
+    from litforge.run import folders
 
-    resume.register_resolvers()
+    folders.register_resolvers()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("train", overrides=[f"output_dir={output_dir}", *overrides])
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_object
 from omegaconf import OmegaConf
-import my_project.run.resume as resume
+import my_project.run.folders as folders
 
-resume.register_resolvers()
+folders.register_resolvers()
 conf = Path(sys.argv[1])
 groups = [p for p in conf.iterdir() if p.is_dir() and p.name != "hydra"]
 targets = set()

@@ -14,9 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import ROOT, cli, make_cfg, read_metrics, run_train
 from litforge.errors import UserError
-from litforge.run import resume
+from litforge.run import folders, resume
 
-resume.register_resolvers()  # as importing litforge.train does
+folders.register_resolvers()  # as importing litforge.train does
 
 
 def test_a_resumed_run_writes_into_the_folder_of_its_run(tmp_path):
@@ -24,7 +24,7 @@ def test_a_resumed_run_writes_into_the_folder_of_its_run(tmp_path):
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("- data=wine\n")
     by_checkpoint = make_cfg(tmp_path, f"ckpt_path={run}/checkpoints/last.ckpt").hydra
-    assert (by_checkpoint.run.dir, by_checkpoint.output_subdir) == (str(run), ".hydra")
+    assert (by_checkpoint.run.dir, by_checkpoint.output_subdir) == (str(run), None)  # .hydra kept
     by_folder = make_cfg(tmp_path, f"resume={run}").hydra
     assert (by_folder.run.dir, by_folder.output_subdir) == (str(run), None)  # .hydra kept
     assert make_cfg(tmp_path).hydra.run.dir.startswith("outputs/runs/")

@@ -43,6 +43,5 @@ def test_answers_without_importing_torch(tmp_path, args, code):
         timeout=300,
     )
     assert f"torch imported: False, exit code: {code}" in result.stderr, result.stderr[-2000:]
-    if code:  # the mistake is in metrics.json too
-        metrics = json.loads((tmp_path / "metrics.json").read_text())
-        assert metrics["status"] == "failed" and "is not allowed" in metrics["error"]
+    if code:  # a run that fails before training leaves no folder; the message is on the console
+        assert "is not allowed" in result.stderr and not tmp_path.exists()

@@ -131,13 +131,18 @@ def resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
 
 
-def trainer(cfg: DictConfig, with_logger: bool = True, ckpt_path: str | None = None) -> L.Trainer:
+def trainer(
+    cfg: DictConfig,
+    with_logger: bool = True,
+    ckpt_path: str | None = None,
+    purge_step: int | None = None,
+) -> L.Trainer:
     """The Trainer with the configured device, precision, callbacks and logger."""
     quiet_lightning()
     check_accelerator(str(cfg.trainer.accelerator))
     strategy = strategy_for_sweeps(cfg.trainer.strategy)
     cbs = callbacks(cfg)
-    logger = build_logger(cfg, ckpt_path) if with_logger and cfg.logger else False
+    logger = build_logger(cfg, ckpt_path, purge_step) if with_logger and cfg.logger else False
     if ckpt_path:  # a resumed run writes into its own checkpoints/ folder again, as it should
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     if not logger:  # the learning-rate monitor refuses to run without a logger
@@ -169,14 +174,17 @@ def check_accelerator(accelerator: str) -> None:
         )
 
 
-def build_logger(cfg: DictConfig, ckpt_path: str | None) -> Logger:
+def build_logger(cfg: DictConfig, ckpt_path: str | None, purge_step: int | None = None) -> Logger:
     """The configured logger; resuming TensorBoard hides what was logged after the checkpoint."""
-    if ckpt_path and issubclass(get_class(cfg.logger._target_), TensorBoardLogger):
-        from litforge.run.resume import checkpoint_step
+    if issubclass(get_class(cfg.logger._target_), TensorBoardLogger):
+        if ckpt_path:
+            from litforge.run.resume import checkpoint_step
 
-        # a killed run may have logged steps past its last checkpoint; purge_step makes
-        # TensorBoard drop them when the resumed run logs those steps again
-        return instantiate(cfg.logger, purge_step=checkpoint_step(ckpt_path))
+            # a killed run may have logged steps past its last checkpoint; purge_step makes
+            # TensorBoard drop them when the resumed run logs those steps again
+            purge_step = checkpoint_step(ckpt_path)
+        if purge_step is not None:  # (0: a job run again drops its earlier attempt's events)
+            return instantiate(cfg.logger, purge_step=purge_step)
     return instantiate(cfg.logger)
 
 

@@ -24,7 +24,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
 from litforge.engine import compat
-from litforge.errors import UserError
+from litforge.errors import UserError, exit_on_error
 from litforge.rules import (
     WHOLE_NUMBERS,
     check_accumulation,
@@ -281,14 +281,19 @@ def check_precision(key: str, value: Any, accelerator: str) -> None:
 
 class PreflightCheck(HydraCallback):
     """A Hydra callback: refuse an unwritable run folder before Hydra tries to create it, and
-    a sweep with a mistake in any job before its first job starts."""
+    a sweep with a mistake in any job before its first job starts. A sweep's jobs are named by
+    the keys that vary between them, and its plan is written (run/sweep.py)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         exit_on_error(check_output_dir, Path(str(config.hydra.run.dir)), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from litforge.run import sweep
+
         exit_on_error(check_output_dir, Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
+        sweep.name_jobs_by_what_varies(config)  # before any job's config is composed
         exit_on_error(check_sweep, config)
+        exit_on_error(sweep.write_plan, config)
 
 
 # launchers whose jobs start on other machines, with devices this one may not have
@@ -350,17 +355,6 @@ class ComposedOnce:
         return copy.deepcopy(self.composed[key])
 
 
-def exit_on_error(check, *args) -> None:
-    """Hydra would print a traceback for an exception here; print the message and exit 2."""
-    try:
-        check(*args)
-    except UserError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"litforge: error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
 def validate(cfg: DictConfig) -> str:
     """All a run checks before its first step, without training or writing; returns a summary."""
     from litforge import build
@@ -408,9 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    from litforge.run import resume
+    from litforge.run import folders
 
-    resume.register_resolvers()  # conf/train.yaml's run folder uses them
+    folders.register_resolvers()  # conf/train.yaml names the run folder with them
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("-m", "--multirun")]
     conf = Path(__file__).resolve().parents[2] / "conf"
     failed = 0

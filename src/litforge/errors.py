@@ -1,4 +1,7 @@
-"""The exceptions for mistakes a user can fix; the entry points print them without a traceback."""
+"""The exceptions for mistakes a user can fix, and how the entry points end on them."""
+
+import os
+import sys
 
 
 class UserError(Exception):
@@ -7,3 +10,20 @@ class UserError(Exception):
 
 class Diverged(UserError):
     """The training loss became NaN or infinite; metrics.json records `stopped_by: divergence`."""
+
+
+class Interrupted(SystemExit):
+    """Ends a run or a sweep that a signal stopped; its exit code is 128 + the signal number, as a
+    shell's."""
+
+
+def exit_on_error(check, *args) -> None:
+    """Run `check(*args)`; a UserError ends the process with its message and exit code 2, no
+    traceback (HYDRA_FULL_ERROR=1 shows one, as it does for Hydra's own errors)."""
+    try:
+        check(*args)
+    except UserError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"litforge: error: {err}", file=sys.stderr)
+        sys.exit(2)

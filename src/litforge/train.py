@@ -6,24 +6,26 @@ import atexit
 import gc
 import logging
 import math
+import os
+import shutil
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from litforge import checks
 from litforge.errors import Diverged, UserError
-from litforge.run import resume
+from litforge.run import folders, resume, sweep
 from litforge.run.record import RunRecord, final_metrics, hparams, is_rank_zero, log_hparams
 
 if TYPE_CHECKING:
     import lightning as L
 
 log = logging.getLogger("litforge")
-resume.register_resolvers()  # conf/train.yaml's run folder depends on `resume` and `ckpt_path`
+folders.register_resolvers()  # conf/train.yaml names the run folder with them
 
 
 def fit_and_test(
@@ -66,10 +68,18 @@ def is_overridden(name: str, owner) -> bool:
     return getattr(type(owner), name, None) is not getattr(base, name, None)
 
 
-def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = None) -> RunRecord:
+def train(
+    cfg: DictConfig,
+    overrides: list[str] = (),
+    choices: dict[str, str] = None,
+    record_early_failure: bool = True,
+) -> RunRecord:
     """Everything `python -m litforge.train` does once Hydra has composed `cfg`.
 
-    metrics.json is written on every way out: completed, failed or interrupted.
+    metrics.json is written on every way out once training has started (completed, failed or
+    interrupted). A failure before that (a mistake in the config, the data or the checkpoint to
+    resume) writes it only with `record_early_failure`, as a sweep job needs for its summary: a
+    single run leaves the run folder as it was, and a run it resumes unchanged.
     """
     record = RunRecord(Path(cfg.output_dir), cfg.monitor, list(overrides))
     freeze_at_exit()  # sweep workers run this function without importing this module
@@ -80,6 +90,7 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
         import torch
 
         from litforge import build
+        from litforge.engine.callbacks import AtTrainStart
 
         record.start_clock()
         torch.set_num_threads(cfg.threads)
@@ -91,13 +102,18 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
         module = build.module(cfg, datamodule)
         if ckpt_path is not None:
             resume.check_resume(Path(ckpt_path), module, build.resolved(cfg))
-        trainer = build.trainer(cfg, ckpt_path=ckpt_path)
+        trainer = build.trainer(cfg, ckpt_path=ckpt_path, purge_step=cfg.get("purge_step"))
         params = hparams(cfg, choices or {}, list(overrides))
-        for logger in trainer.loggers:  # hparams.yaml; the HParams entry comes with the metrics
-            logger.log_hyperparams(params)
+
+        def started(trainer: L.Trainer) -> None:  # the checkpoint is restored: now it writes
+            record.training_began = True
+            for logger in trainer.loggers:  # hparams.yaml; HParams come with the metrics
+                logger.log_hyperparams(params)
+
+        trainer.callbacks.append(AtTrainStart(started))
         fit_and_test(datamodule, module, trainer, record, ckpt_path)
         record.finish("completed")
-    except (SystemExit, KeyboardInterrupt):  # a signal (loop.GracefulStop), or Ctrl-C in testing
+    except (SystemExit, KeyboardInterrupt):  # a signal (GracefulStop), or Ctrl-C in testing
         if trainer is not None and not record.fitted:
             record.update_from(trainer)
         record.finish("interrupted", error="interrupted by the user", stopped_by="interrupt")
@@ -114,8 +130,9 @@ def train(cfg: DictConfig, overrides: list[str] = (), choices: dict[str, str] = 
         record.finish("failed", error=error_text(err), stopped_by="error")
         raise
     finally:
-        record.write()
-        if params is not None and record.data["status"] != "interrupted":
+        if record.training_began or record_early_failure:
+            record.write()
+        if record.training_began and record.data["status"] != "interrupted":
             # an interrupted run gets its HParams entry when it is resumed and finishes
             log_hparams(trainer, params, final_metrics(record, test_metric_names(module, record)))
     if trainer is None or trainer.is_global_zero:
@@ -164,22 +181,69 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     # SIGTERM (SLURM's notice before preemption) ends a run as Ctrl-C does: metrics.json says
-    # interrupted. During training loop.GracefulStop first finishes the optimizer step and saves.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # interrupted. During training GracefulStop first finishes the optimizer step and saves.
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     hydra_cfg = HydraConfig.get()
     overrides, choices = list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         if cfg.resume:  # continue the run with its own config: its overrides, then these
             cfg, overrides, choices = resume.config(Path(cfg.resume), overrides)
-        record = train(cfg, overrides, choices)
+        elif folders.own_run(cfg.ckpt_path):
+            resume.warn_if_other_overrides(folders.own_run(cfg.ckpt_path), overrides)
+        if multirun:
+            earlier = sweep.earlier_job(Path(cfg.output_dir), overrides)
+            if earlier is not None and earlier.status == "completed":
+                log.info("kept: this job completed in an earlier run of this sweep")
+                return earlier.best
+            cfg = continue_job(cfg, earlier)
+        record = train(cfg, overrides, choices, record_early_failure=multirun)
     except Exception as err:
-        if hydra_cfg.mode == RunMode.MULTIRUN:
+        if multirun:
             return job_failed(err)
         if isinstance(err, UserError):
+            discard_if_new(cfg)
             raise_or_exit(err)
         raise
+    except SystemExit as stop:
+        if multirun and sweep.in_worker():  # a joblib or submitit worker the sweep is stopping
+            logging.shutdown()  # metrics.json is written; end now, not at the next job
+            os._exit(stop.code if isinstance(stop.code, int) else 1)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, before)
     # what sweepers minimize; None, not NaN, is what Hydra's Optuna sweeper records as a failure
     return record.best_value if math.isfinite(record.best_value) else None
+
+
+def continue_job(cfg: DictConfig, earlier: sweep.EarlierJob | None) -> DictConfig:
+    """A job an earlier run of its sweep interrupted resumes from its last.ckpt; one that failed
+    or was killed before saving starts again, and TensorBoard drops what it logged."""
+    if earlier is None:
+        return cfg
+    if earlier.last_checkpoint is not None and earlier.status != "failed":
+        log.info(
+            "resuming this job from %s (an earlier run of this sweep)", earlier.last_checkpoint
+        )
+        cfg.ckpt_path = str(earlier.last_checkpoint)
+    else:
+        log.info("running this job again (an earlier run of this sweep left it %s)", earlier.status)
+        with open_dict(cfg):
+            cfg.purge_step = 0
+    return cfg
+
+
+def discard_if_new(cfg: DictConfig) -> None:
+    """A single run that failed before training leaves no folder: its message is on the console.
+
+    Only a folder this run made, holding nothing but Hydra's .hydra/ and train.log, goes; a
+    resumed run's folder is never touched.
+    """
+    run = Path(str(cfg.output_dir))
+    if cfg.get("resume") or folders.own_run(cfg.get("ckpt_path")) or not run.is_dir():
+        return
+    if {p.name for p in run.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run, ignore_errors=True)
 
 
 def job_failed(err: Exception) -> None:

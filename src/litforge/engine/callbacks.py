@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from litforge.engine.fastpath import EveryBatch
-from litforge.errors import Diverged, UserError
+from litforge.errors import Diverged, Interrupted, UserError
 
 log = logging.getLogger("litforge")
 
@@ -48,10 +48,6 @@ def batch_seed(*key: int) -> int:
     """A reproducible 64-bit seed, a different one for every tuple of whole numbers."""
     digest = hashlib.blake2b(",".join(map(str, key)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
-
-
-class Interrupted(SystemExit):
-    """Ends a run that a signal stopped; its exit code is 128 + the signal number, as a shell's."""
 
 
 class GracefulStop(EveryBatch):
@@ -124,6 +120,17 @@ def save_last_checkpoint(trainer: L.Trainer) -> None:
             continue
         log.info("saved %s", callback.format_checkpoint_name({}))
         return
+
+
+class AtTrainStart(Callback):
+    """Calls `action(trainer)` when training starts: after a checkpoint is restored and before the
+    first batch. A run writes nothing into its folder before then (train.py)."""
+
+    def __init__(self, action) -> None:
+        self.action = action
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.action(trainer)
 
 
 class MonitorLogged(Callback):

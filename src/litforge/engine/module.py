@@ -65,7 +65,6 @@ class RunningMean(Metric):
         super().reset()
 
 
-
 def add_noted(metric: RunningMean, prefix: str, keep_vars: bool) -> None:
     metric.add_noted()
 

@@ -43,6 +43,7 @@ class RunRecord:
         self.path = Path(output_dir) / "metrics.json"
         self.started = time.perf_counter()
         self.fitted = False
+        self.training_began = False  # the checkpoint (if any) is restored: it writes from now
         self.data: dict[str, Any] = {
             "status": "running",
             "error": None,

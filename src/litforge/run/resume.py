@@ -1,11 +1,9 @@
-"""Continuing a run: the folder it writes into, the checkpoint it loads, the config it runs.
-
-Imported by train.py before Hydra composes (no torch here): the resolvers below compute
-`hydra.run.dir` and `hydra.output_subdir` from `resume` and `ckpt_path`.
-"""
+"""Continuing a run: the checkpoint it loads, the config it runs, and whether that checkpoint
+fits what this config builds. The folder it writes into: folders.py."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,37 +11,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from litforge.errors import UserError
 from litforge.rules import shown
+from litforge.run.folders import is_run
 
+log = logging.getLogger("litforge")
 NOT_CARRIED = ("resume", "ckpt_path")  # the run's own overrides, less these, are reapplied
-
-
-def run_dir(new: str, *, _root_: DictConfig) -> str:
-    """A resumed run writes into its own folder: `resume`, or the run a checkpoint belongs to."""
-    resume, ckpt_path = _root_.get("resume"), _root_.get("ckpt_path")
-    if resume and is_run(Path(resume)):  # if not, main() says so, from a new folder
-        return str(resume)
-    if ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
-        return str(Path(ckpt_path).parent.parent)
-    return new
-
-
-def hydra_subdir(*, _root_: DictConfig) -> str | None:
-    """`resume=` keeps the run's .hydra/ as it was: its overrides are what the run is made of."""
-    return None if _root_.get("resume") else ".hydra"
-
-
-def register_resolvers() -> None:
-    """Make ${litforge.run_dir:...} and ${litforge.hydra_subdir:...} usable in conf/train.yaml."""
-    OmegaConf.register_new_resolver("litforge.run_dir", run_dir, replace=True)
-    OmegaConf.register_new_resolver("litforge.hydra_subdir", hydra_subdir, replace=True)
 
 
 def key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
-
-
-def is_run(run: Path) -> bool:
-    return (run / ".hydra" / "overrides.yaml").is_file()
 
 
 def overrides(run: Path, new: list[str]) -> list[str]:
@@ -56,6 +31,26 @@ def overrides(run: Path, new: list[str]) -> list[str]:
     saved = run / ".hydra" / "overrides.yaml"
     replaced = {key(o) for o in new} | set(NOT_CARRIED)
     return [o for o in OmegaConf.load(saved) if key(o) not in replaced] + list(new)
+
+
+def warn_if_other_overrides(run: Path, new: list[str]) -> None:
+    """`ckpt_path=<run>/checkpoints/...` continues the run with this command's config: say so if
+    it is not the run's own (its .hydra/ keeps the run's, which `resume=<run>` composes)."""
+    saved = [
+        o for o in OmegaConf.load(run / ".hydra" / "overrides.yaml") if key(o) not in NOT_CARRIED
+    ]
+    mine = [o for o in new if key(o) not in NOT_CARRIED]
+    if saved == mine:
+        return
+    dropped, added = [o for o in saved if o not in mine], [o for o in mine if o not in saved]
+    log.warning(
+        "ckpt_path= continues %s with this command's overrides, which differ from the run's own: "
+        "%s%s. Its .hydra/ keeps the run's own; resume=%s continues it with those.",
+        run,
+        f"without {' '.join(dropped)}" if dropped else "",
+        f"{'; ' if dropped else ''}with {' '.join(added)}" if added else "",
+        run,
+    )
 
 
 def config(run: Path, new: list[str]) -> tuple[DictConfig, list[str], dict[str, str]]:

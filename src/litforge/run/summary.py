@@ -12,6 +12,7 @@ import json
 import math
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-FAILED = ("failed", "missing")  # "missing": the job left no metrics.json (killed, or crashed)
+# "missing": the job left no metrics.json (killed, or crashed); "unreadable": it is not JSON
+FAILED = ("failed", "missing", "unreadable")
 
 
 @dataclass
@@ -53,12 +55,14 @@ class Job:
 
 
 def read_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job folder under sweep_dir (any folder Hydra gave a .hydra/), by job number."""
+    """Every job folder under sweep_dir (any folder Hydra gave a .hydra/), by job number, and a
+    `not started` row for each job of the sweep's plan (sweep.yaml) that has no folder."""
+    from litforge.run.sweep import planned_jobs
+
     jobs = []
     for hydra_dir in sweep_dir.glob("**/.hydra"):
         job_dir = hydra_dir.parent
-        metrics_path = job_dir / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        metrics = read_metrics(job_dir / "metrics.json")
         overrides = metrics.get("overrides") or _load_yaml(hydra_dir / "overrides.yaml") or []
         config = _load_yaml(hydra_dir / "config.yaml") or {}
         hydra = (_load_yaml(hydra_dir / "hydra.yaml") or {}).get("hydra", {})
@@ -71,7 +75,26 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
                 monitor_mode=str(config.get("monitor_mode", "min")),
             )
         )
+    started = {job.num for job in jobs}
+    for num, overrides in enumerate(planned_jobs(sweep_dir) or []):
+        if num not in started:
+            not_started = {"status": "not started", "overrides": overrides}
+            mode = jobs[0].monitor_mode if jobs else "min"
+            jobs.append(Job(Path(), num, dict(map(_split, overrides)), not_started, mode))
     return sorted(jobs, key=lambda job: job.num)
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A job's metrics.json; {} if there is none; `unreadable` if it is not what a run writes."""
+    if not path.is_file():
+        return {}
+    try:
+        metrics = json.loads(path.read_text())
+        if not isinstance(metrics, dict) or "status" not in metrics:
+            raise ValueError("not a metrics.json written by litforge.train")
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        return {"status": "unreadable", "error": f"{path.name} is unreadable ({err})"}
+    return metrics
 
 
 class Summary:
@@ -105,7 +128,10 @@ class Summary:
             row |= {"stopped_by": m.get("stopped_by"), self.best_name: job.best}
             row |= {name: (m.get("test") or {}).get(name) for name in self.tests}
             row |= {"wall_time_s": m.get("wall_time_s"), "checkpoint": job.checkpoint}
-            row |= {"job_dir": str(job.dir), "error": m.get("error") or _missing(job)}
+            row |= {
+                "job_dir": str(job.dir) if job.dir.parts else "",
+                "error": m.get("error") or _missing(job),
+            }
             rows.append(row)
         return rows
 
@@ -207,28 +233,51 @@ class Summary:
 
 
 class SweepSummary(Callback):
-    """Writes the summary when a multirun ends; exits 1 if a job of this multirun failed."""
+    """Writes the summary when a multirun ends; exits 1 if a job of this multirun failed. If the
+    sweep stops before its end (Ctrl-C, SIGTERM), every worker is stopped and the summary of what
+    finished is written with the command that continues it (run/sweep.py)."""
 
     def __init__(self) -> None:
-        self.earlier: set[Path] = set()
+        self.started = 0.0
+        self.stop = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # an Optuna study's folder holds earlier runs' jobs; only this run's decide the exit code
-        self.earlier = {job.dir for job in read_jobs(Path(config.hydra.sweep.dir))}
+        from litforge.run.sweep import SweepStop
+
+        self.started = time.time()
+        self.stop = SweepStop(config, write_summary)
+        self.stop.install()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.stop is not None:
+            self.stop.uninstall()
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = read_jobs(sweep_dir)
         if not jobs:
             return
         Summary(sweep_dir, jobs).write()
         print(f"litforge: sweep summary: {sweep_dir / 'summary.md'}")
-        failed = [j for j in jobs if j.status in FAILED and j.dir not in self.earlier]
+        # an Optuna study's folder, or a sweep continued in its folder, holds earlier runs' jobs;
+        # only those this run started (Hydra wrote their .hydra/ anew) decide the exit code
+        failed = [j for j in jobs if j.status in FAILED and self.ran_now(sweep_dir / j.dir)]
         if failed:
             print(f"litforge: error: {len(failed)} of {len(jobs)} jobs failed:", file=sys.stderr)
             for job in failed:
                 print(f"  {job.dir}: {job.metrics.get('error') or _missing(job)}", file=sys.stderr)
             sys.exit(1)
+
+    def ran_now(self, job_dir: Path) -> bool:
+        overrides = job_dir / ".hydra" / "overrides.yaml"
+        return overrides.is_file() and overrides.stat().st_mtime >= self.started - 1
+
+
+def write_summary(sweep_dir: Path) -> Path | None:
+    """The summary of what a sweep folder holds; its summary.md, or None if it holds no job."""
+    jobs = read_jobs(sweep_dir)
+    if not jobs:
+        return None
+    Summary(sweep_dir, jobs).write()
+    return sweep_dir / "summary.md"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,67 @@
+"""Where a run writes: a folder named by its time and overrides (a sweep job's by its number and
+the keys that vary in its sweep), capped below the file system's 255 bytes; a resumed run's own.
+
+Imported by train.py before Hydra composes (no torch here): conf/train.yaml computes
+`hydra.run.dir`, `hydra.sweep.subdir` and `hydra.output_subdir` with the resolvers below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+MAX_NAME_BYTES = 200  # a folder name stays under ext4's and APFS's 255 bytes, with room to spare
+
+
+def name(*parts: str) -> str:
+    """The parts that are not empty, joined by `_`, `/` made `-`, at most MAX_NAME_BYTES long.
+
+    A longer name keeps its start and ends in `~` and a hash of the whole: still unique, still
+    readable. The full overrides stay in the folder's .hydra/overrides.yaml.
+    """
+    text = "_".join(str(part) for part in parts if str(part)).replace("/", "-")
+    data = text.encode()
+    if len(data) <= MAX_NAME_BYTES:
+        return text
+    digest = hashlib.sha1(data).hexdigest()[:8]
+    start = data[: MAX_NAME_BYTES - len(digest) - 1].decode(errors="ignore")
+    return f"{start}~{digest}"
+
+
+def is_run(run: Path) -> bool:
+    return (run / ".hydra" / "overrides.yaml").is_file()
+
+
+def own_run(ckpt_path: str | None) -> Path | None:
+    """The run folder a checkpoint belongs to (`<run>/checkpoints/x.ckpt`), if it is one."""
+    if ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
+        run = Path(ckpt_path).parent.parent
+        return run if is_run(run) else None
+    return None
+
+
+def run_dir(new: str, *, _root_: DictConfig) -> str:
+    """A resumed run writes into its own folder: `resume`, or the run a checkpoint belongs to."""
+    resume, ckpt_path = _root_.get("resume"), _root_.get("ckpt_path")
+    if resume and is_run(Path(resume)):  # if not, main() says so, from a new folder
+        return str(resume)
+    return str(own_run(ckpt_path) or new)
+
+
+def hydra_subdir(*, _root_: DictConfig) -> str | None:
+    """A resumed run keeps its .hydra/ as it was: its overrides are what the run is made of, and
+    `resume=` composes them again."""
+    resume, ckpt_path = _root_.get("resume"), _root_.get("ckpt_path")
+    if (resume and is_run(Path(resume))) or own_run(ckpt_path):
+        return None
+    return ".hydra"
+
+
+def register_resolvers() -> None:
+    """Make ${litforge.name:...}, ${litforge.run_dir:...} and ${litforge.hydra_subdir:} usable in
+    conf/train.yaml."""
+    OmegaConf.register_new_resolver("litforge.name", name, replace=True)
+    OmegaConf.register_new_resolver("litforge.run_dir", run_dir, replace=True)
+    OmegaConf.register_new_resolver("litforge.hydra_subdir", hydra_subdir, replace=True)
