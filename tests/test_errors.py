@@ -7,7 +7,6 @@ path (`python -m litforge.checks`); a few `slow` tests run real subprocesses.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """--help, --cfg job and a mistaken value answer before torch is imported (~0.4 s, not ~4 s);
 scripts/benchmark.py times them."""
 
-import json
 import subprocess
 import sys
 
