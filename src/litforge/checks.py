@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from litforge.engine import compat
 from litforge.errors import UserError, exit_on_error
 from litforge.rules import (
+    MIN_ROWS,
     WHOLE_NUMBERS,
     check_accumulation,
     check_data_values,
@@ -33,6 +34,7 @@ from litforge.rules import (
     check_monitor,
     check_optimizer,
     check_output_dir,
+    check_ranges,
     check_split,
     check_task,
     check_whole_number,
@@ -60,6 +62,7 @@ def check_config(cfg: DictConfig, here: bool = True, code: bool = True) -> None:
     for name in WHOLE_NUMBERS:
         for key, value in knob(cfg, name):
             check_whole_number(key, value, *WHOLE_NUMBERS[name])
+    check_ranges(cfg)
     check_optimizer(cfg.optimizer)
     check_model_values(cfg.model)
     check_data_values(cfg.data)
@@ -77,7 +80,8 @@ def check_config(cfg: DictConfig, here: bool = True, code: bool = True) -> None:
         for key, value in knob(cfg, "precision"):
             check_precision(key, value, accelerator)
     if rows is not None:  # a bundled or synthetic set: its size is known without loading it
-        n_train = check_split(rows, cfg.data.val_fraction, cfg.data.test_fraction)
+        split = cfg.data.val_fraction, cfg.data.test_fraction
+        n_train = check_split(rows, *split, MIN_ROWS.get(data_task, 1))
         for _, k in knob(cfg, "accumulate_grad_batches"):
             check_accumulation(n_train, cfg.data.batch_size, k)
     if cfg.get("ckpt_path") is not None:

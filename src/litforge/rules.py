@@ -14,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from litforge.errors import UserError
 
+MIN_ROWS = {"regression": 2}  # rows a held-out split needs for the task's metrics (R²)
+
 
 def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
     """Rows of the train, val and test splits of n rows."""
@@ -43,11 +45,63 @@ def is_number(value: Any) -> bool:
 
 
 def check_whole_number(key: str, value: Any, low: int, meaning: str, example: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    high = SEED_MAX if key.endswith("seed") else math.inf
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        bound = f"≥ {low}" if high == math.inf else f"from {low} to {high}"
         raise UserError(
             f"{key}={shown(value)} is not allowed: {key} is {meaning}, a whole number "
-            f"≥ {low}; use e.g. {example}."
+            f"{bound}; use e.g. {example}."
         )
+
+
+SEED_MAX = 2**32 - 1  # numpy's largest seed, and so Lightning's seed_everything's
+# other knobs, where a config has them: key -> (whole number?, low, high, low and high allowed?,
+# an example); null means "not set" and is not checked
+RANGES = {
+    "data.seed": (True, 0, SEED_MAX, (True, True), "data.seed=0"),
+    "data.num_workers": (True, 0, math.inf, (True, True), "data.num_workers=0"),
+    "early_stopping.patience": (True, 1, math.inf, (True, True), "early_stopping.patience=10"),
+    "early_stopping.min_delta": (False, 0, math.inf, (True, True), "early_stopping.min_delta=0"),
+    "early_stopping.stopping_threshold": (
+        False, -math.inf, math.inf, (False, False), "early_stopping.stopping_threshold=0.1"
+    ),
+    "trainer.log_every_n_steps": (True, 0, math.inf, (True, True), "trainer.log_every_n_steps=10"),
+    "trainer.gradient_clip_val": (False, 0, math.inf, (True, True), "trainer.gradient_clip_val=1"),
+    "trainer.num_nodes": (True, 1, math.inf, (True, True), "trainer.num_nodes=1"),
+    "scheduler.step_size": (True, 1, math.inf, (True, True), "scheduler.step_size=10"),
+    "scheduler.gamma": (False, 0, math.inf, (False, True), "scheduler.gamma=0.5"),
+    "scheduler.T_max": (True, 1, math.inf, (True, True), "scheduler.T_max=50"),
+    "scheduler.eta_min": (False, 0, math.inf, (True, True), "scheduler.eta_min=0"),
+    "scheduler.factor": (False, 0, 1, (False, False), "scheduler.factor=0.5"),
+    "scheduler.patience": (True, 0, math.inf, (True, True), "scheduler.patience=5"),
+}  # fmt: skip
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Each knob of RANGES the config sets lies in its range (the types Hydra parsed included)."""
+    for key, (whole, low, high, (low_in, high_in), example) in RANGES.items():
+        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        if value is None or OmegaConf.is_config(value):
+            continue
+        kind_ok = not isinstance(value, bool) and (
+            isinstance(value, int) if whole else is_number(value)
+        )
+        inside = kind_ok and (value >= low if low_in else value > low)
+        inside = inside and (value <= high if high_in else value < high)
+        if not inside:
+            raise UserError(
+                f"{key}={shown(value)} is not allowed: it must be "
+                f"{'a whole number' if whole else 'a number'} {span(low, high, low_in, high_in)}; "
+                f"use e.g. {example}."
+            )
+
+
+def span(low: float, high: float, low_in: bool, high_in: bool) -> str:
+    if high == math.inf:
+        return f"{'≥' if low_in else '>'} {low}" if low > -math.inf else "(finite)"
+    if low_in and high_in:
+        return f"from {low} to {high}"
+    return f"between {low} and {high} ({'inclusive' if low_in else 'exclusive'})"
 
 
 def check_optimizer(optimizer: DictConfig) -> None:
@@ -114,8 +168,9 @@ def check_batch_size(batch_size: Any) -> None:
         )
 
 
-def check_split(n: int, val_fraction: float, test_fraction: float) -> int:
-    """Every split gets rows; returns the training split's row count.
+def check_split(n: int, val_fraction: float, test_fraction: float, min_rows: int = 1) -> int:
+    """Every split gets rows, and the held-out splits at least `min_rows` (2 for regression:
+    R² is undefined on one row); returns the training split's row count.
 
     A batch_size larger than the training split is allowed:
     the batch is the whole split (full-batch descent) and `TabularDataModule.setup` warns.
@@ -125,10 +180,17 @@ def check_split(n: int, val_fraction: float, test_fraction: float) -> int:
         ("data.val_fraction", val_fraction, n_val, "validation"),
         ("data.test_fraction", test_fraction, n_test, "test"),
     ):
+        smallest = math.ceil(1000 * max(min_rows, 1) / n) / 1000
         if rows == 0:
             raise UserError(
                 f"{key}={fraction} leaves the {split} split empty (round({n} × {fraction}) = 0 of "
-                f"{n} rows); use {key} ≥ {math.ceil(1000 / n) / 1000:g}."
+                f"{n} rows); use {key} ≥ {smallest:g}."
+            )
+        if rows < min_rows:
+            raise UserError(
+                f"{key}={fraction} leaves {rows} row in the {split} split of {n} rows, and its "
+                f"metrics need at least {min_rows} (R² is undefined on one row); use "
+                f"{key} ≥ {smallest:g}, or more data."
             )
     if n_train == 0:
         raise UserError(

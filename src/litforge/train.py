@@ -91,6 +91,7 @@ def train(
 
         from litforge import build
         from litforge.engine.callbacks import AtTrainStart
+        from litforge.engine.checkpoints import remove_partial_files
 
         record.start_clock()
         torch.set_num_threads(cfg.threads)
@@ -102,13 +103,17 @@ def train(
         module = build.module(cfg, datamodule)
         if ckpt_path is not None:
             resume.check_resume(Path(ckpt_path), module, build.resolved(cfg))
+            # what a killed run was writing when it died
+            remove_partial_files(Path(cfg.output_dir) / "checkpoints")
         trainer = build.trainer(cfg, ckpt_path=ckpt_path, purge_step=cfg.get("purge_step"))
         params = hparams(cfg, choices or {}, list(overrides))
 
         def started(trainer: L.Trainer) -> None:  # the checkpoint is restored: now it writes
             record.training_began = True
+            record.reserve()
             for logger in trainer.loggers:  # hparams.yaml; HParams come with the metrics
                 logger.log_hyperparams(params)
+                logger.save()
 
         trainer.callbacks.append(AtTrainStart(started))
         fit_and_test(datamodule, module, trainer, record, ckpt_path)

@@ -7,8 +7,10 @@ hence the allowlist."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,8 +48,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             torch.save(checkpoint, partial)
             os.replace(partial, path)
-        finally:
-            Path(partial).unlink(missing_ok=True)  # gone after the rename, unless it failed
+        except BaseException as err:
+            Path(partial).unlink(missing_ok=True)  # no half-written file is left behind
+            check_space(Path(path), checkpoint_bytes(checkpoint), err)
+            raise
         self.last_written = Written(str(path), int(checkpoint.get("global_step", -1)))
 
 
@@ -88,6 +92,59 @@ class LastCheckpoint(ModelCheckpoint):
             trainer.save_checkpoint(path, weights_only=False)
         self.saved_step = trainer.global_step
         self.last_model_path = path
+
+
+def checkpoint_bytes(checkpoint: Any) -> int:
+    """The bytes of the tensors a checkpoint holds: about what torch.save writes."""
+    if isinstance(checkpoint, torch.Tensor):
+        return checkpoint.numel() * checkpoint.element_size()
+    if isinstance(checkpoint, dict):
+        return sum(checkpoint_bytes(v) for v in checkpoint.values())
+    if isinstance(checkpoint, list | tuple):
+        return sum(checkpoint_bytes(v) for v in checkpoint)
+    return 0
+
+
+def check_space(path: Path, needed: int, err: BaseException) -> None:
+    """If a write of `needed` bytes to `path` failed for want of space, say so in one message."""
+    free = shutil.disk_usage(path.parent).free
+    full = isinstance(err, OSError) and err.errno == errno.ENOSPC
+    if not full and free >= needed + 4096:  # not the disk: let the error speak for itself
+        return
+    raise UserError(
+        f"the disk holding {path.parent} is full: {path.name} needs about {size(needed)} and "
+        f"{size(free)} are free. Free some space (or write runs to another disk with "
+        "hydra.run.dir=...), then continue with resume=<the run folder>."
+    ) from err
+
+
+def size(nbytes: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if nbytes < 1024 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TB"
+
+
+def remove_partial_files(folder: Path) -> list[Path]:
+    """Half-written checkpoints a killed run left in `folder` (their writer is gone): removed."""
+    removed = []
+    for partial in folder.glob(".*.partial"):
+        pid = partial.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+    return removed
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def hard_link(source: str, target: str) -> bool:

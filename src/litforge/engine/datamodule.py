@@ -21,7 +21,7 @@ from torch import Tensor
 
 from litforge.engine import compat
 from litforge.engine.loader import EpochSampler, InMemoryLoader
-from litforge.rules import check_split, split_sizes
+from litforge.rules import MIN_ROWS, check_split, split_sizes
 
 log = logging.getLogger("litforge")
 
@@ -66,8 +66,9 @@ class DataModule(L.LightningDataModule):
         self.resume_position: dict[str, int] | None = None  # from a checkpoint (load_state_dict)
 
     def split(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Indices of the train, val and test rows of n, by `seed`; each split has rows."""
-        check_split(n, self.val_fraction, self.test_fraction)
+        """Indices of the train, val and test rows of n, by `seed`; each split has rows (2 for
+        regression, whose R² needs them)."""
+        check_split(n, self.val_fraction, self.test_fraction, MIN_ROWS.get(self.task, 1))
         return split_indices(n, self.val_fraction, self.test_fraction, self.seed)
 
     def train_sampler(self, dataset: Any) -> EpochSampler:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from tensorboard.compat.proto.summary_pb2 import Summary
@@ -28,7 +29,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     and when the run ends, crashes included (Lightning finalizes its loggers then).
     """
 
-    hparams_written = False
+    hparams_written: dict | None = None  # what hparams.yaml holds, once written
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -54,8 +55,11 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
     @rank_zero_only
     def save(self) -> None:
-        """What Lightning's save() does beyond the flush: hparams.yaml, once."""
-        if not self.hparams_written:
-            super().save()
-            hparams = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
-            self.hparams_written = os.path.isfile(hparams)
+        """What Lightning's save() does beyond the flush: hparams.yaml, when the hparams change.
+
+        (Lightning writes it once, at its first save, which comes before litforge logs the
+        run's hyperparameters when training starts.)
+        """
+        if self.hparams and self.hparams != self.hparams_written and os.path.isdir(self.log_dir):
+            save_hparams_to_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams)
+            self.hparams_written = dict(self.hparams)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -34,6 +36,9 @@ HPARAM_KNOBS = (
     "model.hidden_dims",
     "model.dropout",
 )
+
+
+RESERVE_BYTES = 64 * 1024  # a metrics.json with a long history is ~10-40 KB
 
 
 class RunRecord:
@@ -98,14 +103,39 @@ class RunRecord:
         best = self.data["best"]
         return float(best["value"]) if best else math.nan
 
+    @property
+    def reserve_path(self) -> Path:
+        return self.path.with_name(".metrics.json.reserve")
+
+    def reserve(self) -> None:
+        """Hold RESERVE_BYTES of the run's disk, so metrics.json still fits if the disk fills up
+        (a checkpoint or event file taking the last of it): write() gives it back first."""
+        if is_rank_zero():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):  # a disk already full: no reserve to hold
+                self.reserve_path.write_bytes(bytes(RESERVE_BYTES))
+
     def write(self) -> None:
         """Write atomically (a reader never sees half a file), from rank zero only."""
         if not is_rank_zero():  # under DDP every process runs train(); one file
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(_finite_or_null(self.data), indent=2) + "\n"
         tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(_finite_or_null(self.data), indent=2) + "\n")
+        try:
+            tmp.write_text(text)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            if err.errno != errno.ENOSPC or not self.reserve_path.is_file():
+                raise
+            self.reserve_path.unlink()  # the disk is full: the reserve makes room for it
+            try:
+                tmp.write_text(text)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                raise
         tmp.replace(self.path)
+        self.reserve_path.unlink(missing_ok=True)
 
 
 def is_rank_zero() -> bool:
