@@ -73,13 +73,15 @@ def train(
     overrides: list[str] = (),
     choices: dict[str, str] = None,
     record_early_failure: bool = True,
+    held_log: folders.HeldLog | None = None,
 ) -> RunRecord:
     """Everything `python -m litforge.train` does once Hydra has composed `cfg`.
 
     metrics.json is written on every way out once training has started (completed, failed or
     interrupted). A failure before that (a mistake in the config, the data or the checkpoint to
     resume) writes it only with `record_early_failure`, as a sweep job needs for its summary: a
-    single run leaves the run folder as it was, and a run it resumes unchanged.
+    single run leaves the run folder as it was, and a run it resumes unchanged (`held_log`
+    keeps its train.log as it was until then).
     """
     record = RunRecord(Path(cfg.output_dir), cfg.monitor, list(overrides))
     freeze_at_exit()  # sweep workers run this function without importing this module
@@ -111,6 +113,8 @@ def train(
         def started(trainer: L.Trainer) -> None:  # the checkpoint is restored: now it writes
             record.training_began = True
             record.reserve()
+            if held_log is not None:
+                held_log.release()
             for logger in trainer.loggers:  # hparams.yaml; HParams come with the metrics
                 logger.log_hyperparams(params)
                 logger.save()
@@ -135,9 +139,13 @@ def train(
         record.finish("failed", error=error_text(err), stopped_by="error")
         raise
     finally:
-        if record.training_began or record_early_failure:
+        # a run that completed without a step to take (a resume past its max_epochs) counts
+        began = record.training_began or record.data["status"] == "completed"
+        if held_log is not None:
+            held_log.release() if began else held_log.discard()
+        if began or record_early_failure:
             record.write()
-        if record.training_began and record.data["status"] != "interrupted":
+        if began and record.data["status"] != "interrupted":
             # an interrupted run gets its HParams entry when it is resumed and finishes
             log_hparams(trainer, params, final_metrics(record, test_metric_names(module, record)))
     if trainer is None or trainer.is_global_zero:
@@ -191,10 +199,13 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     overrides, choices = list(hydra_cfg.overrides.task), dict(hydra_cfg.runtime.choices)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    held = None
     try:
         if cfg.resume:  # continue the run with its own config: its overrides, then these
             cfg, overrides, choices = resume.config(Path(cfg.resume), overrides)
+            held = folders.HeldLog(Path(cfg.output_dir))
         elif folders.own_run(cfg.ckpt_path):
+            held = folders.HeldLog(Path(cfg.output_dir))
             resume.warn_if_other_overrides(folders.own_run(cfg.ckpt_path), overrides)
         if multirun:
             earlier = sweep.earlier_job(Path(cfg.output_dir), overrides)
@@ -202,8 +213,10 @@ def main(cfg: DictConfig) -> float | None:
                 log.info("kept: this job completed in an earlier run of this sweep")
                 return earlier.best
             cfg = continue_job(cfg, earlier)
-        record = train(cfg, overrides, choices, record_early_failure=multirun)
+        record = train(cfg, overrides, choices, record_early_failure=multirun, held_log=held)
     except Exception as err:
+        if held is not None:
+            held.discard()
         if multirun:
             return job_failed(err)
         if isinstance(err, UserError):

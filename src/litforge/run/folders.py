@@ -8,6 +8,8 @@ Imported by train.py before Hydra composes (no torch here): conf/train.yaml comp
 from __future__ import annotations
 
 import hashlib
+import logging
+import logging.handlers
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -65,3 +67,51 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("litforge.name", name, replace=True)
     OmegaConf.register_new_resolver("litforge.run_dir", run_dir, replace=True)
     OmegaConf.register_new_resolver("litforge.hydra_subdir", hydra_subdir, replace=True)
+
+
+class HeldLog:
+    """Holds back what a resumed run writes into its folder until training starts: the log lines
+    for a file there (Hydra's train.log) are held, and files it creates before then (Lightning
+    opens TensorBoard's event file when it sets up) are noted. A resume refused before training
+    starts then leaves the run's folder as it was. The console shows every line at once."""
+
+    def __init__(self, folder: Path) -> None:
+        self.swaps: list[tuple[logging.Logger, logging.Handler, logging.Handler]] = []
+        folder = Path(folder).resolve()
+        self.folder, self.files = folder, set(folder.rglob("*"))
+        for logger in (logging.getLogger(), *logging.Logger.manager.loggerDict.values()):
+            if not isinstance(logger, logging.Logger):
+                continue
+            for handler in list(logger.handlers):
+                target = getattr(handler, "baseFilename", None)
+                if target and Path(target).resolve().parent == folder:
+                    # capacity: a few thousand lines; flushLevel above CRITICAL: only release()
+                    held = logging.handlers.MemoryHandler(10_000, logging.CRITICAL + 1, handler)
+                    held.setLevel(handler.level)
+                    held.setFormatter(handler.formatter)
+                    logger.removeHandler(handler)
+                    logger.addHandler(held)
+                    self.swaps.append((logger, held, handler))
+
+    def release(self) -> None:
+        """Training started: write what was held, and log to the file directly from now on."""
+        for logger, held, handler in self.swaps:
+            held.flush()
+            logger.removeHandler(held)
+            logger.addHandler(handler)
+        self.swaps = []
+
+    def discard(self) -> None:
+        """The run was refused: the log keeps what it had (the lines were on the console), and
+        what the attempt created goes."""
+        for logger, held, handler in self.swaps:
+            held.buffer.clear()
+            logger.removeHandler(held)
+            logger.addHandler(handler)
+        self.swaps = []
+        created = set(self.folder.rglob("*")) - self.files
+        for path in sorted(created, key=lambda p: len(p.parts), reverse=True):  # files first
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)

@@ -51,7 +51,8 @@ class Job:
         return str(self.dir / best["checkpoint"]) if best.get("checkpoint") else ""
 
     def label(self, keys: list[str]) -> str:
-        return " ".join(f"{key}={self.overrides.get(key, '')}" for key in keys)
+        text = " ".join(f"{key}={self.overrides.get(key, '')}" for key in keys)
+        return text if len(text) <= 60 else text[:57] + "..."  # a legend entry, not a page
 
 
 def read_jobs(sweep_dir: Path) -> list[Job]:
@@ -312,7 +313,8 @@ def _scatter_by(ax, key: str, points: list[tuple[str, float]]) -> None:
     if None not in distinct:
         categories.sort(key=float)
     ax.scatter([categories.index(v) for v, _ in points], [best for _, best in points])
-    ax.set_xticks(range(len(categories)), categories, rotation=30 if len(categories) > 4 else 0)
+    shown = [c if len(c) <= 24 else c[:21] + "..." for c in categories]  # a tick, not a page
+    ax.set_xticks(range(len(categories)), shown, rotation=30 if len(categories) > 4 else 0)
     ax.set_xlim(-0.5, len(categories) - 0.5)
 
 
