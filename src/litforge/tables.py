@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import difflib
 import io
 import logging
 import math
@@ -146,7 +147,9 @@ def check_options(
             f"it from the first lines; use e.g. {override('data.sep', ';')}, or {tab} for a tab."
         )
     try:
-        b"".decode(str(encoding))  # a text encoding Python knows (not e.g. base64)
+        b"\0\0\0\0".decode(str(encoding))  # a text encoding Python knows (not e.g. base64)
+    except UnicodeDecodeError:
+        pass
     except LookupError:
         raise UserError(
             f"data.encoding={shown(encoding)} is not a text encoding Python knows; use e.g. "
@@ -161,18 +164,12 @@ def check_options(
         categorical = OmegaConf.to_container(categorical)
     if categorical is None or categorical == "auto":
         return sep, str(encoding), categorical or []
-    names = [categorical] if isinstance(categorical, str) else categorical
-    if not isinstance(names, list | tuple):
+    names = categorical if isinstance(categorical, list | tuple) else [categorical]
+    if not all(isinstance(name, str | int | float | bool | None) for name in names):
         raise UserError(
             f"data.categorical={shown(categorical)} is not allowed: it lists column names, e.g. "
             "data.categorical=[island,sex], or is data.categorical=auto for every text column."
         )
-    for name in names:
-        if not isinstance(name, str | int | float | bool | None):
-            raise UserError(
-                f"data.categorical holds {shown(name)}, not a column name; list names, e.g. "
-                "data.categorical=[island,sex]."
-            )
     return sep, str(encoding), list(names)
 
 
@@ -484,7 +481,8 @@ def column_name(
             f"{said} is read by Hydra as {kind.get(type(value), 'a number')}, not as the column "
             f"name {same[0]!r}; quote it: {fix}."
         )
-    close = [name for name in header if name.lower() == str(value).lower()]
+    lower = {name.lower(): name for name in header}
+    close = [lower[n] for n in difflib.get_close_matches(str(value).lower(), lower, n=1)]
     hint = f"; did you mean {close[0]!r}?" if close else "."
     raise UserError(f"{said} is not a column of {path}; its columns are {header}{hint}")
 
