@@ -66,6 +66,34 @@ def read_csv(
     `categorical` names the text columns to one-hot encode, or is "auto" for every text feature.
     """
     sep, encoding, categorical = check_options(task, sep, encoding, missing, categorical)
+    header, columns = read_rows(path, sep, encoding)
+    target = column_name("data.target", target, header, path)
+    text_columns = [name for name in header if columns.not_numeric(name).any()]
+    encode = categorical_names(categorical, header, target, text_columns, path)
+    labels = target if task == "classification" else None
+    unencoded = [name for name in text_columns if name not in (*encode, labels)]
+    if unencoded:
+        first = target if target in unencoded else unencoded[0]
+        raise columns.not_numeric_error(first, target, unencoded, encode)
+    columns.drop_missing(missing, header)
+    features, names = [], []
+    for name in header:
+        if name in encode:
+            onehot = columns.one_hot(name)
+            features.append(onehot.to_numpy())
+            names += list(onehot.columns)
+        elif name != target:
+            features.append(columns.finite(name)[:, None])
+            names.append(name)
+    if task == "classification":
+        y = class_labels(columns.cells(target), target, path)
+    else:
+        y = columns.finite(target)
+    return Table(np.concatenate(features, axis=1), y, names)
+
+
+def read_rows(path: Path, sep: str | None, encoding: str) -> tuple[list[str], Columns]:
+    """The header's names and the data rows' cells; a file that is not a table is refused."""
     if not path.is_file():
         where = "is a folder" if path.is_dir() else "does not exist"
         raise UserError(f"data.path={str(path)!r} {where}; give the path of a CSV file.")
@@ -87,42 +115,15 @@ def read_csv(
     if short.any():
         line, fields = lines[short][0], int(body[short].iloc[0].notna().sum())
         raise ragged(path, line, fields, len(header), text, offset, sep, sniffed)
-    body.columns = header
-    target = column_name("data.target", target, header, path)
-    columns = Columns(body, lines, path)
-    text_columns = [name for name in header if columns.not_numeric(name).any()]
-    encode = categorical_names(categorical, header, target, text_columns, path)
-    labels = target if task == "classification" else None
-    unencoded = [name for name in text_columns if name not in (*encode, labels)]
-    if unencoded:
-        raise columns.not_numeric_error(
-            target if target in unencoded else unencoded[0], target, unencoded, encode
-        )
-    columns.drop_missing(missing, header)
-    features, names = [], []
-    for name in header:
-        if name == target:
-            continue
-        if name in encode:
-            import pandas as pd
-
-            onehot = pd.get_dummies(columns.cells(name), prefix=name, prefix_sep="=", dtype=float)
-            features.append(onehot.to_numpy())
-            names += list(onehot.columns)
-        else:
-            features.append(columns.finite(name)[:, None])
-            names.append(name)
-    if not names:
-        hint = f" (its separator was sniffed as {sep!r}; give another with data.sep)"
+    if len(header) == 1:
+        how = "sniffed from the first lines" if sniffed else "data.sep"
         raise UserError(
-            f"{path} has no feature columns besides the target {target!r}"
-            f"{hint if sniffed and len(header) == 1 else ''}."
+            f"{path} has a single column ({header[0]!r}), so no feature besides a target; if "
+            f"its columns are separated by something else than {sep!r} ({how}), give it, e.g. "
+            f"{override('data.sep', ';' if sep != ';' else ',')}."
         )
-    if task == "classification":
-        y = class_labels(columns.cells(target), target, path)
-    else:
-        y = columns.finite(target)
-    return Table(np.concatenate(features, axis=1), y, names)
+    body.columns = header
+    return header, Columns(body, lines, path)
 
 
 def check_options(
@@ -334,6 +335,12 @@ class Columns:
     def cells(self, name: str):
         return self.body[name]
 
+    def one_hot(self, name: str):
+        """A 0/1 column per value of the text column `name` (sorted), named 'name=value'."""
+        import pandas as pd
+
+        return pd.get_dummies(self.body[name], prefix=name, prefix_sep="=", dtype=float)
+
     def not_numeric_error(self, name: str, target: str, unencoded: list, encode: list):
         bad = self.not_numeric(name)
         example = f"{self.body[name][bad].iloc[0]!r} on line {self.lines[bad][0]}"
@@ -343,7 +350,8 @@ class Columns:
                 "data.task=classification model=classification."
             )
         others = [n for n in unencoded if n != name]
-        also = f" (nor are {', '.join(map(repr, others))})" if others else ""
+        verb = "is" if len(others) == 1 else "are"
+        also = f" (nor {verb} {', '.join(map(repr, others))})" if others else ""
         return UserError(
             f"column {name!r} of {self.path} is not numeric (e.g. {example}){also}; one-hot "
             f"encode it with {override('data.categorical', [*encode, *unencoded])} (or "
