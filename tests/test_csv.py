@@ -83,6 +83,13 @@ def test_duplicate_and_unnamed_columns_are_refused_with_their_names(tmp_path):
     assert "column 4 of" in message and "has no name in the header" in message
 
 
+def test_a_file_read_as_one_column_names_the_separator(tmp_path):
+    path = write(tmp_path, "semi.csv", PLAIN.replace(",", ";"))
+    message = refusal(path, sep=",")
+    assert message.startswith(f"{path} has a single column ('a;b;y'), so no feature")
+    assert "something else than ',' (data.sep)" in message and "'data.sep=\";\"'" in message
+
+
 # labels
 
 
