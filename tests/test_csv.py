@@ -280,7 +280,7 @@ def test_a_name_hydra_reads_as_another_type_is_answered_with_quoting_that_works(
     assert name not in build.datamodule(cfg).feature_names
 
 
-def test_a_categorical_list_with_a_null_name_gets_the_whole_list_quoted(tmp_path):
+def test_a_categorical_list_naming_a_column_true_gets_the_quoting_that_works(tmp_path):
     path = write(tmp_path, "n.csv", NAMED)
     with pytest.raises(UserError) as raised:
         cfg_datamodule(tmp_path, f"data.path={path}", "data.target=y", "data.categorical=[true]")
