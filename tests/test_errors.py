@@ -35,6 +35,14 @@ CSV_FILES = {
     "one_class.csv": "a,y\n" + "".join(f"{i},1\n" for i in range(40)),
     "float_labels.csv": "a,y\n" + "".join(f"{i},{i / 2}\n" for i in range(40)),
     "tiny.csv": "a,y\n" + "".join(f"{i},{i}\n" for i in range(10)),
+    "ragged.csv": "a,b,y\n1,2,3\n2,3,4\n3,4,5\n1,921.3,4,5\n" + "4,5,6\n" * 40,
+    "short.csv": "a,b,y\n1,2,3\n2,3,4\n4,5\n" + "4,5,6\n" * 40,
+    "twice.csv": "a,a,c,y\n" + "".join(f"{i},{i},{i},{i}\n" for i in range(40)),
+    "na.csv": "a,b,y\n"
+    + "".join(f"{'NA' if i == 3 else '?' if i == 8 else i},{i},{i}\n" for i in range(40)),
+    "named.csv": "2020,null,true,1.50,y\n" + "".join(f"{i},{i},{i},{i},{i}\n" for i in range(40)),
+    "inf.csv": "a,b,y\n" + "".join(f"{'inf' if i == 5 else i},{i},{i}\n" for i in range(40)),
+    "words.csv": "a,y\n" + "".join(f"{i},{'low' if i < 20 else 'high'}\n" for i in range(40)),
 }
 CSV = ["data=csv", "model=regression", "data.target=y"]
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
@@ -156,7 +164,7 @@ CASES = [
     case(
         "non-numeric feature",
         [*CSV, "data.path={tmp}/colours.csv"],
-        ["column 'colour'", "not numeric", "'blue'"],
+        ["column 'colour'", "not numeric", "'blue'", "'data.categorical=[colour]'"],
     ),
     case(
         "missing values",
@@ -166,7 +174,82 @@ CASES = [
     case(
         "nan in a column",
         [*CSV, "data.path={tmp}/nan.csv"],
-        ["column 'a'", "1 value(s) that are nan or inf"],
+        ["column 'a' has 1 missing value(s) in 40 rows", "(written 'nan', first on line 7)"],
+    ),
+    case(
+        "NA and ? in a column",
+        [*CSV, "data.path={tmp}/na.csv"],
+        ["column 'a' has 2 missing value(s) in 40 rows", "'NA', '?'", "data.missing=drop"],
+    ),
+    case(
+        "an infinite value",
+        [*CSV, "data.path={tmp}/inf.csv"],
+        ["column 'a'", "1 infinite value(s) in 40 rows", "'inf' on line 7"],
+    ),
+    case(
+        "a row with an unquoted separator",
+        [*CSV, "data.path={tmp}/ragged.csv"],
+        ["line 5 of", "has 4 fields where the header has 3", 'quoted, e.g. "1,921.3"'],
+    ),
+    case(
+        "a row with a field too few",
+        [*CSV, "data.path={tmp}/short.csv"],
+        ["line 4 of", "has 2 fields where the header has 3", "give the row its missing fields"],
+    ),
+    case(
+        "two columns with one name",
+        [*CSV, "data.path={tmp}/twice.csv"],
+        ["names two columns the same: 'a' is columns 1 and 2", "rename them"],
+    ),
+    case(
+        "a target column named null",
+        [*CSV, "data.path={tmp}/named.csv", "data.target=null"],
+        ["data.target=null is read by Hydra as null", "quote it: 'data.target=\"null\"'"],
+    ),
+    case(
+        "a target column named true",
+        [*CSV, "data.path={tmp}/named.csv", "data.target=true"],
+        ["data.target=true is read by Hydra as a boolean", "'data.target=\"true\"'"],
+    ),
+    case(
+        "a target column named 1.50",
+        [*CSV, "data.path={tmp}/named.csv", "data.target=1.50"],
+        ["data.target=1.5 is read by Hydra as a number", "'data.target=\"1.50\"'"],
+    ),
+    case(
+        "a text target for regression",
+        [*CSV, "data.path={tmp}/words.csv"],
+        ["target 'y'", "is not numeric (e.g. 'low' on line 2)", "data.task=classification"],
+    ),
+    case(
+        "data.categorical naming no column",
+        [*CSV, "data.path={tmp}/colours.csv", "data.categorical=[color]"],
+        ["data.categorical lists 'color', which is not a column", "did you mean 'colour'?"],
+    ),
+    case(
+        "data.categorical naming the target",
+        [*CSV, "data.path={tmp}/colours.csv", "data.categorical=[colour,y]"],
+        ["data.categorical lists the target 'y'", "'data.categorical=[colour]'"],
+    ),
+    case(
+        "data.categorical not a list",
+        [*CSV, "data.path={tmp}/good.csv", "data.categorical=[[a]]"],
+        ["data.categorical=[['a']] is not allowed", "data.categorical=[island,sex]"],
+    ),
+    case(
+        "an unknown data.missing",
+        [*CSV, "data.path={tmp}/good.csv", "data.missing=skip"],
+        ["data.missing='skip' is not allowed", "data.missing=drop"],
+    ),
+    case(
+        "a separator of two characters",
+        [*CSV, "data.path={tmp}/good.csv", "data.sep=';;'"],
+        ["data.sep=';;' is not a separator", "'data.sep=\";\"'"],
+    ),
+    case(
+        "an unknown encoding",
+        [*CSV, "data.path={tmp}/good.csv", "data.encoding=klingon"],
+        ["data.encoding='klingon' is not a text encoding", "data.encoding=latin-1"],
     ),
     case("empty csv", [*CSV, "data.path={tmp}/empty.csv"], ["empty.csv is empty", "header row"]),
     case(

@@ -218,6 +218,9 @@ def check_data(data: DictConfig) -> tuple[str | None, int | None]:
                 f"data.path={str(path)!r} {where}; give the path of a CSV file with a header row "
                 f"(relative paths start from {Path.cwd()})."
             )
+        from litforge.tables import READ_KEYS, check_options
+
+        check_options(task, **{key: data[key] for key in READ_KEYS if key in data})
         return task, None
     task = getattr(cls, "task", None)  # a data module of your own: its class may say
     return (task if isinstance(task, str) else None), None

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from litforge.engine import DataModule, TabularDataModule
 from litforge.errors import UserError
-from litforge.tables import read_csv
+from litforge.tables import READ_KEYS, check_options, read_csv
 
 TASKS = ("regression", "classification")
 
@@ -95,17 +95,20 @@ class SyntheticDataModule(TabularDataModule):
 
 
 class CSVDataModule(TabularDataModule):
-    """Your own table: every column but `target` is a numeric feature."""
+    """Your own table: `target` is learned from the other columns. tables.read_csv reads it;
+    the keys `sep`, `encoding`, `missing` and `categorical` say how (conf/data/csv.yaml)."""
 
     def __init__(self, path: str, target: str, task: str = "regression", **kwargs) -> None:
-        super().__init__(**kwargs)
-        if task not in TASKS:
-            raise UserError(f"data.task={task!r} is not a task; use one of {', '.join(TASKS)}.")
+        super().__init__(**{key: v for key, v in kwargs.items() if key not in READ_KEYS})
         self.path, self.target, self.task = path, target, task
+        self.reading = {key: v for key, v in kwargs.items() if key in READ_KEYS}
+        check_options(task, **self.reading)  # a mistake is refused before any file is read
         self.save_hyperparameters(logger=False)
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        return read_csv(Path(self.path), self.target, self.task)
+        table = read_csv(Path(self.path), self.target, self.task, **self.reading)
+        self.feature_names = table.features  # x's columns; a one-hot one reads 'island=Dream'
+        return table.x, table.y
 
 
 class DigitImages(Dataset):
