@@ -31,7 +31,7 @@ def datamodule(cfg: DictConfig) -> L.LightningDataModule:
     """The data module, prepared and set up for fitting (the model's sizes come from it)."""
     cls = get_class(cfg.data._target_)
     extra = {"order_seed": cfg.seed} if issubclass(cls, DataModule) else {}  # the batch order
-    dm = instantiate(cfg.data, **extra)
+    dm = instantiate(cfg.data, **extra, _convert_="all")  # plain lists: checkpoints hold data
     dm.prepare_data()
     dm.setup("fit")
     if isinstance(dm, TabularDataModule):
