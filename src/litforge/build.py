@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -24,7 +23,6 @@ from litforge.errors import UserError
 from litforge.run.history import EpochHistory
 
 log = logging.getLogger("litforge")
-CONF = Path(__file__).resolve().parents[2] / "conf"  # the config groups (an editable install)
 
 
 def datamodule(cfg: DictConfig) -> L.LightningDataModule:

@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
 
     folders.register_resolvers()  # conf/train.yaml names the run folder with them
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("-m", "--multirun")]
-    conf = Path(__file__).resolve().parents[2] / "conf"
+    from litforge import CONF as conf
     failed = 0
     try:
         todo = jobs(args)

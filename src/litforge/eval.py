@@ -15,6 +15,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from litforge import CONF
+
 
 def run_config(ckpt_path: Path) -> DictConfig:
     """The resolved config stored in the checkpoint by the run that wrote it."""
@@ -41,7 +43,6 @@ def config_targets() -> dict[str, object]:
     the object it names. What a checkpoint's stored config may ask eval to build."""
     import yaml
 
-    from litforge.build import CONF
     from litforge.engine import compat
     from litforge.engine.checkpoints import plain_targets
 
@@ -80,7 +81,7 @@ def evaluate(ckpt_path: Path, output_dir: Path, accelerator: str = "cpu") -> dic
     return {name: float(value) for name, value in test.items()}
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="eval")
 def main(cfg: DictConfig) -> None:
     import torch
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, open_dict
 
-from litforge import checks
+from litforge import CONF, checks
 from litforge.errors import Diverged, UserError
 from litforge.run import folders, resume, sweep
 from litforge.run.record import RunRecord, final_metrics, hparams, is_rank_zero, log_hparams
@@ -186,7 +186,7 @@ def error_text(err: BaseException) -> str:
     return str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # heavy imports (torch, lightning) only once the config's values are checked, in train(),
     # so --help, --cfg and mistaken values answer at once
@@ -288,7 +288,34 @@ def raise_or_exit(err: Exception) -> None:
     sys.exit(2)
 
 
+# spellings from other templates, each answered after Hydra's "Could not find ..." message
+HABITS = {
+    "trainer=gpu": "device=gpu",
+    "trainer=cpu": "device=cpu",
+    "trainer=mps": "device=mps",
+    "trainer=ddp": "device=ddp",
+    "trainer=ddp_sim": "device=ddp_cpu",
+    "debug=fdr": "debug=fast (2 epochs of at most 5 batches), or trainer.fast_dev_run=true",
+    "debug=default": "debug=fast",
+    "debug=limit": "debug=fast",
+    "logger=many_loggers": "logger=[tensorboard,csv]",
+}
+
+
+def cli() -> None:
+    """`python -m litforge.train` and `litforge-train`: main(), and after Hydra's own message
+    for an unknown option a pointer to litforge's spelling of a familiar one."""
+    try:
+        main()
+    except SystemExit as stop:
+        habits = [arg for arg in sys.argv[1:] if arg in HABITS]
+        if stop.code == 1 and habits:
+            for arg in habits:
+                print(f"litforge: {arg} is spelled {HABITS[arg]} here.", file=sys.stderr)
+        raise
+
+
 freeze_at_exit()  # this process's own exit, also when its jobs run elsewhere (joblib)
 
 if __name__ == "__main__":
-    main()
+    cli()
