@@ -269,7 +269,7 @@ def throughput(repeats: int, quick: bool) -> list[dict]:
 
 
 # what litforge does in an epoch beyond training, added one part at a time (digits, batch 64)
-NO_VALIDATION = "+trainer.check_val_every_n_epoch=1000000"
+NO_VALIDATION = "trainer.check_val_every_n_epoch=1000000"
 PARTS = {
     "training alone (fast path, no validation, no callbacks, no logger)": [
         "callbacks=none",

@@ -44,11 +44,11 @@ CASES = {
     "step-schedule": ("scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5"),
     "cosine-schedule": ("scheduler=cosine",),
     "plateau-schedule": ("scheduler=plateau", "scheduler.patience=0", "optimizer.lr=0.05"),
-    "gradient-clipping": ("+trainer.gradient_clip_val=0.05",),
+    "gradient-clipping": ("trainer.gradient_clip_val=0.05",),
     "float64": ("precision=64", "optimizer=sgd"),
     "bf16-mixed": ("precision=bf16-mixed",),
     "full-batch": ("descent=batch",),
-    "max-steps": ("+trainer.max_steps=9",),
+    "max-steps": ("trainer.max_steps=9",),
 }
 
 
@@ -221,8 +221,8 @@ def test_a_run_stopped_inside_a_chunk_resumes_exactly(tmp_path, stop_at):
 @pytest.mark.parametrize(
     ("override", "reason", "steps"),
     [
-        ("+trainer.limit_train_batches=1", "limit_train_batches or overfit_batches", 2),
-        ("+trainer.val_check_interval=2", "val_check_interval counts Lightning's batches", 8),
+        ("trainer.limit_train_batches=1", "limit_train_batches or overfit_batches", 2),
+        ("trainer.val_check_interval=2", "val_check_interval counts Lightning's batches", 8),
         ("callbacks.lr_monitor.logging_interval=step", "LearningRateMonitor(logging_", 8),
     ],
     ids=["one-batch-an-epoch", "validate-every-2-batches", "learning-rate-every-step"],
@@ -276,7 +276,7 @@ def test_a_trainer_gets_its_settings_back_after_a_fit_on_the_fast_path(tmp_path)
         "data=wine",
         "max_epochs=1",
         "accumulate_grad_batches=2",
-        "+trainer.gradient_clip_val=0.5",
+        "trainer.gradient_clip_val=0.5",
     )
     assert module.fast is not None
     assert (trainer.accumulate_grad_batches, trainer.gradient_clip_val) == (2, 0.5)

@@ -45,8 +45,8 @@ def module(cfg: DictConfig, dm: L.LightningDataModule) -> L.LightningModule:
     rules.check_task(getattr(cls, "task", None), getattr(dm, "task", None))
     wanted = [name for name in parameters(cls) if name not in cfg.model]
     offered: dict[str, Any] = {"monitor": cfg.monitor}
-    offered["scheduler"] = instantiate(cfg.scheduler) if cfg.scheduler else None
-    offered["optimizer"] = instantiate(cfg.optimizer)
+    offered["scheduler"] = instantiate(cfg.scheduler, _convert_="all") if cfg.scheduler else None
+    offered["optimizer"] = instantiate(cfg.optimizer, _convert_="all")
     if "optimizer" not in wanted:
         log.warning(
             "%s takes no `optimizer` argument, so optimizer=%s is not used: its own "

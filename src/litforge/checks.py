@@ -59,6 +59,7 @@ def check_config(cfg: DictConfig, here: bool = True, code: bool = True) -> None:
     process that will not run the job itself (it never loads torch); the job checks the rest.
     """
     check_no_missing_values(cfg)
+    one_value_per_knob(cfg)
     for name in WHOLE_NUMBERS:
         for key, value in knob(cfg, name):
             check_whole_number(key, value, *WHOLE_NUMBERS[name])
@@ -70,6 +71,8 @@ def check_config(cfg: DictConfig, here: bool = True, code: bool = True) -> None:
         return
     # then what the code the config names must agree with (this imports torch and lightning)
     check_targets_import(cfg)
+    for group in ("optimizer", "scheduler", "model", "data"):
+        check_arguments(cfg.get(group), group)
     check_activation(cfg.model)
     data_task, rows = check_data(cfg.data)
     check_task(model_task(cfg.model), data_task)
@@ -131,6 +134,89 @@ def targets(cfg: DictConfig) -> list[tuple[str, str]]:
     """(key of the node, its `_target_`) for every node that names one."""
     found = keys_where(cfg, lambda node, key: key == "_target_")
     return [(key.removesuffix("._target_"), str(OmegaConf.select(cfg, key))) for key in found]
+
+
+# knobs that the Trainer's config repeats (trainer.max_epochs: ${max_epochs}): one knob each
+PAIRED = ("max_epochs", "precision", "accumulate_grad_batches")
+
+
+def one_value_per_knob(cfg: DictConfig) -> None:
+    """`max_epochs` and `trainer.max_epochs` (and the precision and accumulation pairs) are one
+    knob: the one the user set is what the run, HParams, schedules and patience all use.
+
+    Set on the command line, the top-level key wins over a `trainer.` value from a config file;
+    both set on the command line to different values is a mistake.
+    """
+    typed = {o.split("=", 1)[0].lstrip("+~") for o in command_overrides(cfg)}
+    trainer = cfg.get("trainer")
+    for name in PAIRED:
+        if trainer is None or name not in trainer or OmegaConf.is_interpolation(trainer, name):
+            continue
+        top, inner = cfg.get(name), trainer[name]
+        if name in typed and f"trainer.{name}" in typed and top != inner:
+            raise UserError(
+                f"{name}={shown(top)} and trainer.{name}={shown(inner)} set one knob to two "
+                f"values; give one of them, e.g. {name}={shown(inner)}."
+            )
+        if name not in typed:
+            cfg[name] = inner  # the trainer's value, for everything that reads ${name}
+        trainer[name] = "${" + name + "}"
+
+
+def command_overrides(cfg: DictConfig) -> list[str]:
+    """The overrides of the command that made `cfg`: Hydra's record of them, in a job or in a
+    config composed with its `hydra` node."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if "hydra" in cfg:
+        return list(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [])
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    return []
+
+
+def check_arguments(node: DictConfig | None, key: str) -> None:
+    """Every key of a node names an argument of its `_target_` (a typo would be a TypeError
+    deep inside instantiate)."""
+    if not OmegaConf.is_dict(node) or "_target_" not in node:
+        return
+    target = compat.locate(str(node._target_))
+    accepted = argument_names(target)
+    if accepted is None:  # it takes **kwargs it passes on to something we cannot see
+        return
+    unknown = [k for k in node if not str(k).startswith("_") and k not in accepted]
+    if not unknown:
+        return
+    shown_names = [n for n in accepted if n not in ("params", "optimizer", "self")]
+    close = difflib.get_close_matches(str(unknown[0]), shown_names, n=1)
+    hint = f" (did you mean {key}.{close[0]}?)" if close else ""
+    raise UserError(
+        f"{key}.{unknown[0]} is not an argument of {node._target_}{hint}; its arguments are "
+        f"{', '.join(shown_names)}. Remove it or fix its spelling."
+    )
+
+
+def argument_names(target: Any) -> list[str] | None:
+    """The keyword arguments `target` takes, following **kwargs up its base classes' __init__;
+    None where they end in **kwargs nobody names."""
+    import inspect
+
+    names: list[str] = []
+    classes = target.__mro__ if inspect.isclass(target) else [target]
+    for owner in classes:
+        function = owner.__init__ if inspect.isclass(owner) else owner
+        if inspect.isclass(owner) and "__init__" not in vars(owner):
+            continue
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names += [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            return list(dict.fromkeys(n for n in names if n != "self"))
+        if owner.__module__.startswith(("lightning", "torch")):
+            return None  # their **kwargs go places we do not follow
+    return None
 
 
 def check_targets_import(cfg: DictConfig) -> None:
@@ -414,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     folders.register_resolvers()  # conf/train.yaml names the run folder with them
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("-m", "--multirun")]
     from litforge import CONF as conf
+
     failed = 0
     try:
         todo = jobs(args)

@@ -222,5 +222,5 @@ def message(trainer: L.Trainer, epoch: int, batch: int, step: int) -> str:
     return (
         f"training diverged: the training loss became NaN or infinite at step {step} "
         f"(epoch {epoch}, batch {batch}) and training stopped there.{kept} {fix} or lower, "
-        "or clip gradients with +trainer.gradient_clip_val=1.0."
+        "or clip gradients with trainer.gradient_clip_val=1.0."
     )

@@ -35,6 +35,7 @@ HPARAM_KNOBS = (
     "data.batch_size",
     "model.hidden_dims",
     "model.dropout",
+    "tags",
 )
 
 
@@ -168,6 +169,8 @@ def hparams(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> d
         value = OmegaConf.select(cfg, key, default=None)
         if OmegaConf.is_config(value):
             value = OmegaConf.to_container(value, resolve=True)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = ",".join(value)  # tags=[a,b] reads as a,b
         params[key] = value if isinstance(value, int | float | str | bool) else str(value)
     return params
 
