@@ -184,7 +184,10 @@ def test_composed_config_matches_the_defaults(tmp_path):
         "_target_": "torch.optim.Adam",
         "_partial_": True,
         "lr": 0.001,
+        "betas": [0.9, 0.999],
+        "eps": 1e-08,
         "weight_decay": 0.0,
+        "amsgrad": False,
     }
     assert plain["trainer"]["accelerator"] == "cpu" and plain["data"]["name"] == "digits"
     assert plain["trainer"]["max_epochs"] == "${max_epochs}"

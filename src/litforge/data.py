@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from litforge.engine import DataModule, TabularDataModule
 from litforge.errors import UserError
-from litforge.tables import READ_KEYS, check_options, read_csv
+from litforge.tables import check_options, read_csv
 
 TASKS = ("regression", "classification")
 
@@ -98,10 +98,14 @@ class CSVDataModule(TabularDataModule):
     """Your own table: `target` is learned from the other columns. tables.read_csv reads it;
     the keys `sep`, `encoding`, `missing` and `categorical` say how (conf/data/csv.yaml)."""
 
-    def __init__(self, path: str, target: str, task: str = "regression", **kwargs) -> None:
-        super().__init__(**{key: v for key, v in kwargs.items() if key not in READ_KEYS})
+    def __init__(
+        self, path: str, target: str, task: str = "regression", sep: str | None = None,
+        encoding: str = "utf-8", missing: str = "error", categorical=None, **kwargs,
+    ) -> None:  # fmt: skip
+        super().__init__(**kwargs)
         self.path, self.target, self.task = path, target, task
-        self.reading = {key: v for key, v in kwargs.items() if key in READ_KEYS}
+        self.reading = {"sep": sep, "encoding": encoding, "missing": missing}
+        self.reading["categorical"] = categorical
         check_options(task, **self.reading)  # a mistake is refused before any file is read
         self.save_hyperparameters(logger=False)
 
@@ -168,12 +172,8 @@ class DigitsImages(DataModule):
         labels = torch.as_tensor(y, dtype=torch.long)
         train, val, test = self.split(len(x))
         mean, std = float(images[train].mean()), float(images[train].std())  # training split only
-        for name, rows, shift in (
-            ("train", train, self.augment),
-            ("val", val, False),
-            ("test", test, False),
-        ):
-            rows = torch.as_tensor(rows)
+        for name, rows in (("train", train), ("val", val), ("test", test)):
+            rows, shift = torch.as_tensor(rows), self.augment and name == "train"
             self.datasets[name] = DigitImages(
                 images[rows], labels[rows], mean, std, shift, self.order_seed
             )
@@ -190,7 +190,4 @@ class DigitsImages(DataModule):
         return self.loader(self.datasets["test"], 512)
 
     def loader(self, dataset: Dataset, batch_size: int, sampler=None) -> DataLoader:
-        workers = self.num_workers
-        return DataLoader(
-            dataset, batch_size, sampler=sampler, num_workers=workers, persistent_workers=False
-        )
+        return DataLoader(dataset, batch_size, sampler=sampler, num_workers=self.num_workers)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, open_dict
 
 from litforge import CONF, checks
 from litforge.errors import Diverged, UserError
-from litforge.run import folders, resume, sweep
+from litforge.run import console, folders, resume, sweep
 from litforge.run.record import RunRecord, final_metrics, hparams, is_rank_zero, log_hparams
 
 if TYPE_CHECKING:
@@ -55,7 +55,10 @@ def fit_and_test(
         )
         return record
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-    (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+    # verbose=False: litforge prints the test metrics to 4 digits when the run ends
+    (test,) = trainer.test(
+        module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False
+    )
     record.data["test"] = {name: float(value) for name, value in test.items()}
     return record
 
@@ -103,6 +106,7 @@ def train(
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build.datamodule(cfg)
         module = build.module(cfg, datamodule)
+        log.info(console.model_line(module))
         if ckpt_path is not None:
             resume.check_resume(Path(ckpt_path), module, build.resolved(cfg))
             # what a killed run was writing when it died
@@ -148,8 +152,8 @@ def train(
         if began and record.data["status"] != "interrupted":
             # an interrupted run gets its HParams entry when it is resumed and finishes
             log_hparams(trainer, params, final_metrics(record, test_metric_names(module, record)))
-    if trainer is None or trainer.is_global_zero:
-        log.info("metrics.json: %s", record.path)
+        if began and is_rank_zero():
+            log.info(console.end_block(record.data, cfg, record.path.parent))
     return record
 
 
@@ -227,6 +231,12 @@ def main(cfg: DictConfig) -> float | None:
         if multirun and sweep.in_worker():  # a joblib or submitit worker the sweep is stopping
             logging.shutdown()  # metrics.json is written; end now, not at the next job
             os._exit(stop.code if isinstance(stop.code, int) else 1)
+        if not multirun and (Path(cfg.output_dir) / "checkpoints").is_dir() and is_rank_zero():
+            print(
+                "litforge: stopped; continue this run with:\n  "
+                + console.resume_command(Path(cfg.output_dir)),
+                file=sys.stderr,
+            )
         raise
     finally:
         signal.signal(signal.SIGTERM, before)

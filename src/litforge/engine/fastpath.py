@@ -152,6 +152,10 @@ class FastPath(Callback):
             starts=[c for c in every if overrides(c, EveryBatch, "on_batch_start")],
             ends=[c for c in every if overrides(c, EveryBatch, "on_batch_end")],
         )
+        log.info(
+            "training loop: litforge's fast path, %d optimizer steps per Lightning step",
+            self.steps_per_call,
+        )
         pl_module.automatic_optimization = False
         # Lightning refuses both with manual optimization; train_chunk does them itself
         trainer.accumulate_grad_batches, trainer.gradient_clip_val = 1, None

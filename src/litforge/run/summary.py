@@ -256,7 +256,17 @@ class SweepSummary(Callback):
         jobs = read_jobs(sweep_dir)
         if not jobs:
             return
-        Summary(sweep_dir, jobs).write()
+        table = Summary(sweep_dir, jobs)
+        table.write()
+        best = table.ranked()[0]
+        if math.isfinite(best.best):
+            tests = ", ".join(
+                f"{k} {v:#.4g}" for k, v in sorted(best.metrics.get("test", {}).items())
+            )
+            print(
+                f"litforge: best job: {best.dir}: {table.best_name} {best.best:#.4g}"
+                + (f"; {tests}" if tests else "")
+            )
         print(f"litforge: sweep summary: {sweep_dir / 'summary.md'}")
         # an Optuna study's folder, or a sweep continued in its folder, holds earlier runs' jobs;
         # only those this run started (Hydra wrote their .hydra/ anew) decide the exit code

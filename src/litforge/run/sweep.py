@@ -79,13 +79,9 @@ def grid_jobs(config: DictConfig) -> list[list[str]] | None:
 
 def command() -> str:
     """This process's command line as a user types it."""
-    package = __name__.split(".")[0]
-    program = Path(sys.argv[0])
-    if program.name == "train.py" and program.parent.name == package:
-        head = f"python -m {package}.train"
-    else:  # a console script, e.g. litforge-train
-        head = program.name
-    return f"{head} {shlex.join(sys.argv[1:])}".strip()
+    from litforge.run.console import program
+
+    return f"{program()} {shlex.join(sys.argv[1:])}".strip()
 
 
 def continue_command(sweep_dir: Path) -> str:
