@@ -100,3 +100,22 @@ class SignalAt(EveryBatch):
     def on_batch_start(self, trainer, pl_module, batch_idx: int) -> None:
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
             signal.raise_signal(self.signum)
+
+
+def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """`python -m litforge.train ARGV` in this process, Hydra and all: (exit code, out, err)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from litforge.train import main
+
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(sys, "argv", ["litforge.train", *argv])
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        GlobalHydra.instance().clear()
+    out, err = capsys.readouterr()
+    return code, out, err

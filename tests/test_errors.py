@@ -88,6 +88,48 @@ CASES = [
     case("accumulate fraction", ["accumulate_grad_batches=2.5"], ["accumulate_grad_batches=2.5"]),
     case("seed not a number", ["seed=abc"], ["seed='abc'", "seed=0"]),
     case("zero threads", ["threads=0"], ["threads=0", "threads=1"]),
+    case("a seed numpy cannot take", ["seed=4294967296"], ["seed=4294967296", "4294967295"]),
+    case("a split seed below zero", ["data.seed=-1"], ["data.seed=-1", "from 0 to 4294967295"]),
+    case(
+        "a patience below one",
+        ["early_stopping.patience=-1"],
+        ["early_stopping.patience=-1", "≥ 1", "early_stopping.patience=10"],
+    ),
+    case(
+        "a plateau factor above one",
+        ["scheduler=plateau", "scheduler.factor=1.5"],
+        ["scheduler.factor=1.5", "between 0 and 1"],
+    ),
+    case(
+        "a threshold that is not a number",
+        ["early_stopping=threshold", "early_stopping.stopping_threshold=.inf"],
+        ["early_stopping.stopping_threshold='.inf'", "(finite)"],
+    ),
+    case(
+        "negative DataLoader workers",
+        ["data=digits_images", "model=cnn", "data.num_workers=-1"],
+        ["data.num_workers=-1", "≥ 0"],
+    ),
+    case(
+        "an optimizer argument that does not exist",
+        ["+optimizer.lrr=0.1"],
+        ["optimizer.lrr is not an argument of torch.optim.Adam", "did you mean optimizer.lr?"],
+    ),
+    case(
+        "a model argument that does not exist",
+        ["+model.hidden=[8]"],
+        ["model.hidden is not an argument of", "hidden_dims"],
+    ),
+    case(
+        "max_epochs set twice, differently",
+        ["max_epochs=4", "trainer.max_epochs=3"],
+        ["max_epochs=4 and trainer.max_epochs=3 set one knob to two values"],
+    ),
+    case(
+        "a regression validation split of one row",
+        ["data=diabetes", "model=regression", "data.val_fraction=0.003"],
+        ["1 row in the validation split", "R²", "data.val_fraction ≥ 0.005"],
+    ),
     case("unknown precision", ["precision=17"], ["precision=17", "bf16-mixed", "32-true"]),
     case(
         "16-mixed on a CPU",
