@@ -108,3 +108,52 @@ def test_a_spelling_from_another_template_gets_a_pointer(habit, spelling):
     assert f"Could not find '{habit.replace('=', '/')}'" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"litforge: {habit} is spelled")
     assert spelling in result.stderr
+
+
+def test_debug_overfit_learns_one_fixed_batch(tmp_path):
+    from conftest import run_train
+
+    record = run_train(tmp_path, "debug=overfit", "logger=none", "callbacks=none")
+    losses = record.data["history"]["train/loss"]
+    assert len(losses) == 200 and losses[-1] < 0.02 < losses[0]
+
+
+def test_the_summary_command_says_what_a_folder_is_instead(tmp_path, capsys):
+    from litforge.run import summary
+
+    run = tmp_path / "runs" / "a_run"
+    (run / ".hydra").mkdir(parents=True)
+    for sweep in ("s1", "s2"):
+        (tmp_path / "multiruns" / sweep).mkdir(parents=True)
+        (tmp_path / "multiruns" / sweep / "multirun.yaml").write_text("{}\n")
+    for folder, words in (
+        (run, f"is a single run, not a sweep: its results are in {run / 'metrics.json'}"),
+        (tmp_path / "multiruns", "holds 2 sweeps, not one; give one of them, e.g. "),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            summary.main([str(folder)])
+        assert stopped.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_eval_takes_a_run_folder_and_says_what_a_folder_without_best_holds(
+    tmp_path, monkeypatch, capsys
+):
+    from litforge.errors import UserError
+    from litforge.eval import checkpoint_in
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(
+        UserError, match=r"without checkpoints/best.ckpt \(it holds checkpoints/last"
+    ):
+        checkpoint_in(tmp_path / "run")
+    (tmp_path / "run" / "checkpoints" / "best.ckpt").write_bytes(b"")
+    assert checkpoint_in(tmp_path / "run") == tmp_path / "run" / "checkpoints" / "best.ckpt"
+
+
+@pytest.mark.slow
+def test_eval_help_shows_evals_own_keys():
+    result = cli("-m", "litforge.eval", "--help", timeout=120)
+    assert result.returncode == 0
+    assert "ckpt_path    a .ckpt file, or a run folder" in result.stdout
+    assert "optimizer" not in result.stdout and "Configuration groups" not in result.stdout

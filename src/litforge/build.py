@@ -217,5 +217,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     # small data sets have fewer batches than log_every_n_steps; the epoch metrics still log
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # litforge's in-memory loader turns its shuffling off itself for overfit_batches
+    warnings.filterwarnings("ignore", message=".*requested to overfit but enabled.*shuffling.*")
     # in-memory datasets need no worker processes (data.num_workers adds them)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")

@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from litforge import CONF
+from litforge.run import folders
 
 
 def run_config(ckpt_path: Path) -> DictConfig:
@@ -76,7 +77,11 @@ def evaluate(ckpt_path: Path, output_dir: Path, accelerator: str = "cpu") -> dic
     with warnings.catch_warnings():  # testing needs none of the training callbacks it names
         warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
         (test,) = trainer.test(
-            module, datamodule=datamodule, ckpt_path=str(ckpt_path), weights_only=True
+            module,
+            datamodule=datamodule,
+            ckpt_path=str(ckpt_path),
+            weights_only=True,
+            verbose=False,
         )
     return {name: float(value) for name, value in test.items()}
 
@@ -95,14 +100,36 @@ def main(cfg: DictConfig) -> None:
                 "ckpt_path must be given; python -m litforge.eval "
                 "ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt"
             )
-        test = evaluate(Path(cfg.ckpt_path), output_dir, cfg.accelerator)
+        ckpt_path = checkpoint_in(Path(cfg.ckpt_path))
+        test = evaluate(ckpt_path, output_dir, cfg.accelerator)
     except UserError as err:
+        folders.discard_if_new(output_dir)  # nothing was evaluated: no folder for it
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"litforge: error: {err}", file=sys.stderr)
         sys.exit(2)
-    result = {"ckpt_path": str(cfg.ckpt_path), "test": test}
+    result = {"ckpt_path": str(ckpt_path), "test": test}
     (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    scored = ", ".join(f"{k} {v:#.4g}" for k, v in sorted(test.items()))
+    print(f"litforge: {ckpt_path} on the test split: {scored}")
+    print(f"  metrics: {output_dir / 'metrics.json'}")
+
+
+def checkpoint_in(path: Path) -> Path:
+    """The checkpoint a path names: the file, or a run folder's best.ckpt."""
+    from litforge.errors import UserError
+
+    if not path.is_dir():
+        return path
+    for candidate in (path / "checkpoints" / "best.ckpt", path / "best.ckpt"):
+        if candidate.is_file():
+            return candidate
+    found = sorted(str(p.relative_to(path)) for p in path.rglob("*.ckpt"))
+    holds = f"it holds {', '.join(found[:5])}" if found else "it holds no .ckpt file"
+    raise UserError(
+        f"ckpt_path={path} is a folder without checkpoints/best.ckpt ({holds}); give one of its "
+        "checkpoints, e.g. ckpt_path=<run>/checkpoints/last.ckpt."
+    )
 
 
 if __name__ == "__main__":

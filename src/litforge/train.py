@@ -7,7 +7,6 @@ import gc
 import logging
 import math
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -264,14 +263,10 @@ def continue_job(cfg: DictConfig, earlier: sweep.EarlierJob | None) -> DictConfi
 def discard_if_new(cfg: DictConfig) -> None:
     """A single run that failed before training leaves no folder: its message is on the console.
 
-    Only a folder this run made, holding nothing but Hydra's .hydra/ and train.log, goes; a
-    resumed run's folder is never touched.
+    A resumed run's folder is never touched (nor one holding anything but Hydra's files).
     """
-    run = Path(str(cfg.output_dir))
-    if cfg.get("resume") or folders.own_run(cfg.get("ckpt_path")) or not run.is_dir():
-        return
-    if {p.name for p in run.iterdir()} <= {".hydra", "train.log"}:
-        shutil.rmtree(run, ignore_errors=True)
+    if not cfg.get("resume") and not folders.own_run(cfg.get("ckpt_path")):
+        folders.discard_if_new(Path(str(cfg.output_dir)))
 
 
 def job_failed(err: Exception) -> None:

@@ -204,7 +204,11 @@ class TabularDataModule(DataModule):
     def _loader(self, split: str, train: bool) -> InMemoryLoader:
         x, y = self.splits[split]
         rank, world_size, device, dtype = 0, 1, torch.device("cpu"), x.dtype
+        shuffle = train and self.shuffle
         if self.trainer is not None:
+            # overfitting a batch means the same batch every epoch (Lightning turns shuffling
+            # off only in the DataLoaders it knows)
+            shuffle = shuffle and not self.trainer.overfit_batches
             rank, world_size = self.trainer.global_rank, self.trainer.world_size
             device = self.trainer.strategy.root_device
             if str(self.trainer.precision).startswith("64"):
@@ -220,7 +224,7 @@ class TabularDataModule(DataModule):
             x,
             y,
             batch_size=batch_size,
-            shuffle=train and self.shuffle,
+            shuffle=shuffle,
             seed=self.order_seed,
             rank=rank,
             world_size=world_size,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import logging.handlers
+import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -67,6 +68,12 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("litforge.name", name, replace=True)
     OmegaConf.register_new_resolver("litforge.run_dir", run_dir, replace=True)
     OmegaConf.register_new_resolver("litforge.hydra_subdir", hydra_subdir, replace=True)
+
+
+def discard_if_new(folder: Path) -> None:
+    """Remove a folder this process made that holds only Hydra's .hydra/ and its job's log."""
+    if folder.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class HeldLog:

@@ -61,7 +61,7 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
     from litforge.run.sweep import planned_jobs
 
     jobs = []
-    for hydra_dir in sweep_dir.glob("**/.hydra"):
+    for hydra_dir in sweep_dir.glob("*/.hydra"):
         job_dir = hydra_dir.parent
         metrics = read_metrics(job_dir / "metrics.json")
         overrides = metrics.get("overrides") or _load_yaml(hydra_dir / "overrides.yaml") or []
@@ -70,7 +70,7 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         jobs.append(
             Job(
                 dir=job_dir.relative_to(sweep_dir),
-                num=int(hydra.get("job", {}).get("num", len(jobs))),
+                num=_job_number(hydra, len(jobs)),
                 overrides=dict(_split(override) for override in overrides),
                 metrics=metrics,
                 monitor_mode=str(config.get("monitor_mode", "min")),
@@ -298,16 +298,39 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("sweep_dir", type=Path, help="a folder under outputs/multiruns/")
     sweep_dir = parser.parse_args(argv).sweep_dir
-    jobs = read_jobs(sweep_dir) if sweep_dir.is_dir() else []
-    if not jobs:
-        print(
-            f"litforge: error: {sweep_dir} holds no sweep jobs (folders with a .hydra/ inside); "
-            "give a folder under outputs/multiruns/.",
-            file=sys.stderr,
-        )
+    problem = not_a_sweep(sweep_dir)
+    if problem:
+        print(f"litforge: error: {problem}", file=sys.stderr)
         sys.exit(2)
-    Summary(sweep_dir, jobs).write()
+    Summary(sweep_dir, read_jobs(sweep_dir)).write()
     print((sweep_dir / "summary.md").read_text(), end="")
+
+
+def not_a_sweep(folder: Path) -> str | None:
+    """Why `folder` is not one sweep's folder, in words with the fix; None if it is one."""
+    if not folder.is_dir():
+        return f"{folder} is not a folder; give a sweep's folder, e.g. outputs/multiruns/<time>."
+    if (folder / ".hydra").is_dir() and not list(folder.glob("*/.hydra")):
+        return (
+            f"{folder} is a single run, not a sweep: its results are in {folder / 'metrics.json'}; "
+            "give the folder of a sweep (python -m litforge.train -m ...)."
+        )
+    sweeps = sorted(p for p in folder.iterdir() if (p / "multirun.yaml").is_file())
+    if sweeps and not (folder / "multirun.yaml").is_file():
+        return f"{folder} holds {len(sweeps)} sweeps, not one; give one of them, e.g. {sweeps[-1]}."
+    if not read_jobs(folder):
+        return (
+            f"{folder} holds no sweep jobs (folders with a .hydra/ inside); give a folder under "
+            "outputs/multiruns/."
+        )
+    return None
+
+
+def _job_number(hydra: dict, default: int) -> int:
+    try:
+        return int(hydra.get("job", {}).get("num", default))
+    except (TypeError, ValueError):  # a single run's `???`
+        return default
 
 
 def _scatter_by(ax, key: str, points: list[tuple[str, float]]) -> None:
