@@ -19,6 +19,7 @@ def shard_rows(cfg, rank: int, epoch: int) -> set[tuple[float, ...]]:
         global_rank=rank,
         world_size=2,
         precision="32-true",
+        overfit_batches=0,
         strategy=SimpleNamespace(root_device=torch.device("cpu")),
     )
     loader = dm.train_dataloader()
