@@ -140,14 +140,28 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def workers() -> list[int]:
+    """This process's descendants but joblib's resource tracker: the tracker cleans up the
+    workers' shared memory and exits by itself when this process does; stopped before them, it
+    is relaunched by a worker and prints a traceback for every name it no longer knows."""
+    return [pid for pid in descendants(os.getpid()) if not is_resource_tracker(pid)]
+
+
+def is_resource_tracker(pid: int) -> bool:
+    try:
+        return b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended meanwhile, or no /proc (macOS): treat it as a worker
+        return False
+
+
 def stop_workers(signum: int, grace_s: float = GRACE_S) -> None:
     """Pass the signal on to every worker, give them `grace_s` to save, then kill what is left."""
-    for pid in descendants(os.getpid()):
+    for pid in workers():
         signal_process(pid, signum)
     deadline = time.monotonic() + grace_s
-    while descendants(os.getpid()) and time.monotonic() < deadline:
+    while workers() and time.monotonic() < deadline:
         time.sleep(0.2)
-    for pid in descendants(os.getpid()):
+    for pid in workers():
         signal_process(pid, signal.SIGKILL)
 
 
