@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 6006
-EXTRAS ?= dev,sweep,slurm
+EXTRAS ?= dev,sweep,slurm,mlflow,wandb
 # Where torch comes from. Empty: PyPI (or a wheel pip finds locally). PyPI's torch for Linux
 # brings its CUDA libraries, GBs of them; on a machine without a GPU, take PyTorch's CPU build:
 #   make train TORCH_INDEX=https://download.pytorch.org/whl/cpu
