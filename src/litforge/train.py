@@ -96,6 +96,7 @@ def train(
         from litforge import build
         from litforge.engine.callbacks import AtTrainStart
         from litforge.engine.checkpoints import remove_partial_files
+        from litforge.engine.pruning import trial_pruning
 
         record.start_clock()
         torch.set_num_threads(cfg.threads)
@@ -123,8 +124,14 @@ def train(
                 logger.save()
 
         trainer.callbacks.append(AtTrainStart(started))
+        pruning = trial_pruning(cfg)  # a trial of an Optuna search with a pruner
+        if pruning is not None:
+            trainer.callbacks.append(pruning)
         fit_and_test(datamodule, module, trainer, record, ckpt_path)
-        record.finish("completed")
+        if pruning is not None and pruning.pruned_epoch is not None:
+            record.finish("pruned", stopped_by="pruning")
+        else:
+            record.finish("completed")
     except (SystemExit, KeyboardInterrupt):  # a signal (GracefulStop), or Ctrl-C in testing
         if trainer is not None and not record.fitted:
             record.update_from(trainer)
@@ -212,8 +219,8 @@ def main(cfg: DictConfig) -> float | None:
             resume.warn_if_other_overrides(folders.own_run(cfg.ckpt_path), overrides)
         if multirun:
             earlier = sweep.earlier_job(Path(cfg.output_dir), overrides)
-            if earlier is not None and earlier.status == "completed":
-                log.info("kept: this job completed in an earlier run of this sweep")
+            if earlier is not None and earlier.status in ("completed", "pruned"):
+                log.info("kept: this job %s in an earlier run of this sweep", earlier.status)
                 return earlier.best
             cfg = continue_job(cfg, earlier)
         record = train(cfg, overrides, choices, record_early_failure=multirun, held_log=held)

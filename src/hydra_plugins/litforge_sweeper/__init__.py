@@ -1,66 +1,134 @@
-"""Hydra's Optuna sweeper, made to continue a stored study where it stopped (hparams_search=optuna).
+"""litforge's Optuna sweeper for Hydra (`hparams_search=optuna`), on Optuna's public API.
 
-Hydra only loads plugins from the `hydra_plugins` package, hence this folder beside `litforge`.
+It reads the configuration hydra-optuna-sweeper users know (`hydra.sweeper.n_trials`,
+`direction`, `storage`, `study_name`, `sampler`, `params` with `choice`, `range`, `interval`
+and `tag(log, ...)`) and adds what that plugin lacks: `n_trials` counts the whole study, so a
+rerun continues it (interrupted trials resume from their last.ckpt), job n is trial n, failed
+trials are recorded and the search goes on, list-valued choices, and pruning
+(`hydra.sweeper.pruner`: median, hyperband or none) from inside each job.
+
+Hydra loads plugins only from the `hydra_plugins` package, hence this folder beside `litforge`,
+and imports every module in it at every start: optuna is imported only when a search runs
+(litforge/run/study.py does the work; litforge/engine/pruning.py is the job's side).
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: OmegaConf reads the dataclasses' types at run time,
+# and Hydra loads this module in a way dataclasses cannot resolve string annotations in
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
-import logging
-from pathlib import Path
-
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-
-log = logging.getLogger(__name__)
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import MISSING, DictConfig
 
 
-class ResumableOptunaSweeper(OptunaSweeper):
-    """`n_trials` counts the whole study, so a rerun with the same study name finishes it.
+@dataclass
+class TPESamplerConf:
+    _target_: str = "optuna.samplers.TPESampler"
+    seed: Optional[int] = None
+    n_startup_trials: int = 10
+    multivariate: bool = False
 
-    The upstream sweeper loads a stored study but then runs `n_trials` more trials and numbers
-    its jobs from 0 again, so the new jobs' folders overwrite the first ones. Here a rerun runs
-    only the trials still missing and numbers its jobs after the study's trials (job n is trial
-    n), with a freshly seeded sampler so it does not suggest the first run's trials again. The
-    sweep folder is made first, since the SQLite file lives in it.
-    """
+
+@dataclass
+class RandomSamplerConf:
+    _target_: str = "optuna.samplers.RandomSampler"
+    seed: Optional[int] = None
+
+
+@dataclass
+class GridSamplerConf:
+    """Every combination of the choices and ranges once (intervals cannot be gridded)."""
+
+    _target_: str = "optuna.samplers.GridSampler"
+    _partial_: bool = True  # the search space comes from `params` when the search starts
+    seed: Optional[int] = None
+
+
+@dataclass
+class QMCSamplerConf:
+    _target_: str = "optuna.samplers.QMCSampler"
+    seed: Optional[int] = None
+
+
+@dataclass
+class MedianPrunerConf:
+    """Stop a trial whose monitored value is worse than the median of earlier trials' at the
+    same epoch, once `n_startup_trials` trials have finished and after `n_warmup_steps` epochs."""
+
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 2
+    n_warmup_steps: int = 3
+    interval_steps: int = 1
+
+
+@dataclass
+class HyperbandPrunerConf:
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"  # the most epochs a finished trial ran
+    reduction_factor: int = 3
+
+
+@dataclass
+class NopPrunerConf:
+    """No pruning: every trial runs to its own end."""
+
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.litforge_sweeper.OptunaSweeper"
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])
+    sampler: Any = MISSING
+    pruner: Any = MISSING
+    direction: str = "minimize"  # or maximize (one objective: the job's best monitored value)
+    storage: Optional[str] = None  # e.g. sqlite:///outputs/multiruns/search/optuna.db
+    study_name: Optional[str] = None
+    n_trials: int = 20  # trials of the whole study, over all reruns
+    n_jobs: int = 1  # trials launched at once (with a parallel launcher)
+    params: Optional[dict[str, str]] = None  # key: choice(...), range(...), interval(...)
+
+
+store = ConfigStore.instance()
+store.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="litforge")
+for name, node in {
+    "tpe": TPESamplerConf,
+    "random": RandomSamplerConf,
+    "grid": GridSamplerConf,
+    "qmc": QMCSamplerConf,
+}.items():
+    store.store(group="hydra/sweeper/sampler", name=name, node=node, provider="litforge")
+for name, node in {
+    "median": MedianPrunerConf,
+    "hyperband": HyperbandPrunerConf,
+    "none": NopPrunerConf,
+}.items():
+    store.store(group="hydra/sweeper/pruner", name=name, node=node, provider="litforge")
+
+
+class OptunaSweeper(Sweeper):
+    """Asks Optuna for trials, launches them as Hydra jobs and tells Optuna how they ended."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+        self.launcher = self.config = self.hydra_context = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: list[str]) -> None:
-        impl = self.sweeper  # the plugin's OptunaSweeperImpl, set up by Hydra
-        Path(impl.sweep_dir).mkdir(parents=True, exist_ok=True)
-        trials = stored_trials(impl.storage, impl.study_name)
-        finished = sum(trial.state.is_finished() for trial in trials)
-        if trials:
-            log.info(
-                "Study %s has %d trials, %d finished: running %d more",
-                impl.study_name,
-                len(trials),
-                finished,
-                max(impl.n_trials - finished, 0),
-            )
-            if hasattr(impl.sampler, "reseed_rng"):  # the grid sampler is still a partial here
-                # a seeded sampler would otherwise suggest the first run's trials again
-                impl.sampler.reseed_rng()
-        impl.job_idx = len(trials)
-        impl.n_trials = max(impl.n_trials - finished, 0)
-        try:
-            return super().sweep(arguments)
-        except ValueError:  # optuna's "No trials are completed yet", asked for the best trial
-            if any(
-                t.state.name == "COMPLETE" for t in stored_trials(impl.storage, impl.study_name)
-            ):
-                raise
-            log.error(
-                "No trial of study %s completed: the jobs' metrics.json say why", impl.study_name
-            )
-            return None
+        from litforge.errors import exit_on_error
+        from litforge.run.study import Search
 
-
-def stored_trials(storage: str | None, study_name: str | None) -> list:
-    """The trials of the stored study, [] if there is no such study (yet)."""
-    if storage is None or study_name is None:
-        return []
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=study_name, storage=storage).trials
-    except KeyError:  # optuna's answer for a study name the storage does not hold
-        return []
+        search = Search(self.config, self.launcher, self.validate_batch_is_legal, **self.settings)
+        exit_on_error(search.run, arguments)  # a mistake is one message, not a traceback

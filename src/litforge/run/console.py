@@ -37,6 +37,8 @@ def why_stopped(record: dict[str, Any], cfg: DictConfig) -> str:
         )
     if stop == "max_epochs":
         return f"max_epochs={cfg.get('max_epochs')} reached ({record['global_step']:,} steps)"
+    if stop == "pruning":
+        return f"pruned by the search after epoch {epochs - 1}: {monitor} was not promising"
     if stop == "divergence":
         return f"divergence: {record.get('error')}"
     if stop == "interrupt":

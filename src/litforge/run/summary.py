@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 # "missing": the job left no metrics.json (killed, or crashed); "unreadable": it is not JSON
 FAILED = ("failed", "missing", "unreadable")
+STUDY_PLOTS = ("study_history.png", "study_importances.png")  # run/study.py writes them
 
 
 @dataclass
@@ -167,7 +168,8 @@ class Summary:
         _write_csv(self.sweep_dir / "summary.csv", rows)
         if seeds:
             _write_csv(self.sweep_dir / "summary_seeds.csv", [_flatten(row) for row in seeds])
-        plots = self.plot()
+        # an Optuna search's history and parameter importances, drawn by its sweeper
+        plots = self.plot() + [p for p in map(self.sweep_dir.joinpath, STUDY_PLOTS) if p.is_file()]
         (self.sweep_dir / "summary.md").write_text(self.markdown(rows, seeds, plots))
 
     def markdown(self, rows: list[dict], seeds: list[dict], plots: list[Path]) -> str:
