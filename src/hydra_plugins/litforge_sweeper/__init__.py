@@ -15,7 +15,7 @@ and imports every module in it at every start: optuna is imported only when a se
 # no `from __future__ import annotations`: OmegaConf reads the dataclasses' types at run time,
 # and Hydra loads this module in a way dataclasses cannot resolve string annotations in
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
@@ -26,7 +26,7 @@ from omegaconf import MISSING, DictConfig
 @dataclass
 class TPESamplerConf:
     _target_: str = "optuna.samplers.TPESampler"
-    seed: Optional[int] = None
+    seed: int | None = None
     n_startup_trials: int = 10
     multivariate: bool = False
 
@@ -34,7 +34,7 @@ class TPESamplerConf:
 @dataclass
 class RandomSamplerConf:
     _target_: str = "optuna.samplers.RandomSampler"
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 @dataclass
@@ -43,13 +43,13 @@ class GridSamplerConf:
 
     _target_: str = "optuna.samplers.GridSampler"
     _partial_: bool = True  # the search space comes from `params` when the search starts
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 @dataclass
 class QMCSamplerConf:
     _target_: str = "optuna.samplers.QMCSampler"
-    seed: Optional[int] = None
+    seed: int | None = None
 
 
 @dataclass
@@ -85,11 +85,11 @@ class OptunaSweeperConf:
     sampler: Any = MISSING
     pruner: Any = MISSING
     direction: str = "minimize"  # or maximize (one objective: the job's best monitored value)
-    storage: Optional[str] = None  # e.g. sqlite:///outputs/multiruns/search/optuna.db
-    study_name: Optional[str] = None
+    storage: str | None = None  # e.g. sqlite:///outputs/multiruns/search/optuna.db
+    study_name: str | None = None
     n_trials: int = 20  # trials of the whole study, over all reruns
     n_jobs: int = 1  # trials launched at once (with a parallel launcher)
-    params: Optional[dict[str, str]] = None  # key: choice(...), range(...), interval(...)
+    params: dict[str, str] | None = None  # key: choice(...), range(...), interval(...)
 
 
 store = ConfigStore.instance()
