@@ -1,11 +1,10 @@
 """Sweeps: their configs, and (slow) through the real command line: summaries, TensorBoard,
-launchers, a resumed Optuna search, a failing job."""
+launchers, a failing job (Optuna searches: test_search.py)."""
 
 import csv
 import json
 import math
 import shlex
-import signal
 import socket
 import statistics
 import subprocess
@@ -70,19 +69,6 @@ def test_slurm_launcher_has_the_documented_keys(tmp_path):
     assert (launcher.partition, launcher.gpus_per_node, launcher.nodes) == ("gpu", 2, 2)
     assert (launcher.tasks_per_node, launcher.timeout_min) == (2, 240)
     assert launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"
-
-
-def test_optuna_search_space_direction_and_storage(tmp_path):
-    cfg = make_cfg(tmp_path, "hparams_search=optuna", "data=wine")
-    sweeper = cfg.hydra.sweeper
-    assert sweeper._target_ == "hydra_plugins.litforge_sweeper.ResumableOptunaSweeper"
-    assert cfg.hydra.sweep.dir == "outputs/multiruns/optuna_wine"
-    assert sweeper.storage == "sqlite:///outputs/multiruns/optuna_wine/optuna.db"
-    assert sweeper.direction == "minimize"
-    assert set(sweeper.params) == {"optimizer", "optimizer.lr", "accumulate_grad_batches"}
-    assert "log" in sweeper.params["optimizer.lr"]
-    maximize = make_cfg(tmp_path, "hparams_search=optuna", "monitor=val/acc", "monitor_mode=max")
-    assert maximize.hydra.sweeper.direction == "maximize"
 
 
 @pytest.fixture(scope="module")
@@ -323,88 +309,3 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path):
     assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit ran them
     rows = read_csv(sweep_dir / "summary.csv")
     assert sorted(r["seed"] for r in rows) == ["0", "1"]
-
-
-@pytest.mark.slow
-def test_an_interrupted_optuna_search_continues_where_it_stopped(tmp_path):
-    import optuna
-
-    sweep_dir = tmp_path / "search"
-    command = [
-        sys.executable,
-        *readme("hparams_search=optuna"),  # data=wine
-        "hydra.sweeper.n_trials=4",
-        "max_epochs=15",
-        f"hydra.sweep.dir={sweep_dir}",
-    ]
-    first = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and first.poll() is None:
-        # the sweeper records trials 0 and 1 in the study before it starts job 2
-        if list(sweep_dir.glob("2_*/.hydra/overrides.yaml")):
-            first.send_signal(signal.SIGINT)  # Ctrl-C during the third trial
-            break
-        time.sleep(0.2)
-    assert first.wait(timeout=120) != 0, "the search ended before it was interrupted"
-    before = {job.name: read_metrics(job) for job in job_dirs(sweep_dir)}
-
-    storage = f"sqlite:///{sweep_dir}/optuna.db"
-    study = optuna.load_study(study_name="optuna_wine", storage=storage)
-    finished = [t for t in study.trials if t.state.is_finished()]
-    assert 2 <= len(finished) < 4
-
-    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stderr[-3000:]
-    study = optuna.load_study(study_name="optuna_wine", storage=storage)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 4  # n_trials counts the whole study
-    jobs = {job_num(job): job for job in job_dirs(sweep_dir)}
-    for trial in complete:  # job n is trial n, and reports the value Optuna recorded
-        metrics = read_metrics(jobs[trial.number])
-        assert metrics["best"]["value"] == pytest.approx(trial.value)
-        assert overrides_of(jobs[trial.number])["optimizer"] == trial.params["optimizer"]
-    for name, metrics in before.items():  # the first run's jobs were not overwritten
-        assert read_metrics(sweep_dir / name) == metrics
-    searched = {tuple(sorted(t.params.items())) for t in complete}
-    assert len(searched) == 4  # the rerun did not suggest the first run's trials again
-    # the summary has a row for every job folder; Ctrl-C can stop a job before it starts
-    # training (the machine busy), and then its row says it left no metrics.json
-    folders = {job_num(hydra.parent): hydra.parent for hydra in sweep_dir.glob("*/.hydra")}
-    rows = read_csv(sweep_dir / "summary.csv")
-    assert sorted(int(row["job"]) for row in rows) == sorted(folders)
-    for row in rows:
-        started = (folders[int(row["job"])] / "metrics.json").exists()
-        assert (row["status"] == "missing") == (not started)
-    assert set(jobs.values()) <= set(folders.values())
-
-
-@pytest.mark.slow
-def test_failed_optuna_trials_are_recorded_and_the_search_goes_on(tmp_path):
-    import optuna
-
-    sweep_dir = tmp_path / "search"
-    search = ["-m", "litforge.train", "-m", "hparams_search=optuna", "data=wine", "debug=fast"]
-    search.append(f"hydra.sweep.dir={sweep_dir}")
-    search.append("optimizer=rmsprop")
-    # every trial fails: torch refuses RMSprop's alpha=-1 when training starts
-    failing = cli(*search, "hydra.sweeper.n_trials=2", "optimizer.alpha=-1")
-    assert failing.returncode == 1
-    assert "2 of 2 jobs failed" in failing.stderr and "Invalid alpha value: -1" in failing.stderr
-    storage = f"sqlite:///{sweep_dir}/optuna.db"
-    trials = optuna.load_study(study_name="optuna_wine", storage=storage).trials
-    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # recorded, and the second ran
-
-    fixed = cli(*search, "hydra.sweeper.n_trials=3")  # the same study, with RMSprop's own alpha
-    assert fixed.returncode == 0, fixed.stderr[-3000:]  # the first run's failures are not its own
-    trials = optuna.load_study(study_name="optuna_wine", storage=storage).trials
-    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "COMPLETE"]
-    statuses = [read_metrics(job)["status"] for job in job_dirs(sweep_dir)]
-    assert statuses == ["failed", "failed", "completed"]
-    rows = read_csv(sweep_dir / "summary.csv")
-    assert [(r["job"], r["status"]) for r in rows] == [
-        ("2", "completed"),
-        ("0", "failed"),
-        ("1", "failed"),
-    ]

@@ -123,7 +123,13 @@ class Search:
         returns = self.launcher.launch(batch, initial_job_idx=numbers[0])
         for number, ret in zip(numbers, returns, strict=True):
             state, value = outcome(ret)
-            study.tell(number, value if state == "COMPLETE" else None, state=trial_state(state))
+            try:
+                study.tell(number, value if state == "COMPLETE" else None, state=trial_state(state))
+            except RuntimeError:
+                # the grid sampler stops the study once its grid is visited, which Optuna
+                # allows only inside study.optimize(); the trial is recorded by then
+                if not study.trials[number].state.is_finished():
+                    raise
 
     def finish(self, study) -> None:
         complete = [t for t in study.trials if t.state.name == "COMPLETE"]
@@ -155,18 +161,20 @@ def open_storage(url: str | None):
 
 
 def search_space(overrides: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Optuna distributions for the swept keys; the other overrides as they were given."""
+    """Optuna distributions for the swept keys; the other overrides as they were given. A key
+    the command sets to one value is not searched (`optimizer=adam` fixes the optimizer)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     space, fixed = {}, {}
     for override in OverridesParser.create().parse_overrides(overrides):
+        # the later of a key's overrides wins: the command's over hydra.sweeper.params
         key = override.get_key_element()
+        space.pop(key, None)
+        fixed.pop(key, None)
         if override.is_sweep_override():
             space[key] = distribution(override)
         else:
             fixed[key] = override.get_value_element_as_str()
-    for key in space:
-        fixed.pop(key, None)  # the command's sweep replaces the config's value
     return space, fixed
 
 
