@@ -212,6 +212,25 @@ def test_a_search_prunes_bad_learning_rates_and_finishes_good_ones(tmp_path):
 
 
 @pytest.mark.slow
+def test_jobs_on_joblib_workers_report_every_epoch_to_the_study(tmp_path):
+    sweep_dir = tmp_path / "search"
+    result = cli(
+        *grid_search(sweep_dir, "optimizer.lr=choice(0.01, 0.02)", "hydra/launcher=joblib"),
+        "hydra.sweeper.n_jobs=2",
+        "max_epochs=3",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(" in result.stdout
+    storage = f"sqlite:///{sweep_dir}/optuna.db"
+    trials = optuna.load_study(study_name="optuna_wine", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for trial in trials:  # each worker wrote its epochs into the study's SQLite file
+        job = next(sweep_dir.glob(f"{trial.number}_*"))
+        history = read_metrics(job)["history"]["val/loss"]
+        assert trial.intermediate_values == pytest.approx(dict(enumerate(history)))
+
+
+@pytest.mark.slow
 def test_a_search_over_lists_trains_each_list_of_layers(tmp_path):
     sweep_dir = tmp_path / "search"
     result = cli(

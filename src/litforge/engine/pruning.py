@@ -70,7 +70,7 @@ def trial_pruning(cfg: DictConfig) -> TrialPruning | None:
     import optuna
     from hydra.utils import instantiate
 
-    from litforge.run.study import open_storage
+    from litforge.engine.studies import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(sweeper.storage)

@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from litforge.engine.studies import open_storage
 from litforge.errors import UserError
 from litforge.run.summary import STUDY_PLOTS
 
@@ -148,16 +149,6 @@ class Search:
         }
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
         write_plots(study, self.sweep_dir)
-
-
-def open_storage(url: str | None):
-    """The study's storage; SQLite waits up to 30 s for a lock (jobs report while others do)."""
-    import optuna
-
-    if url is None:
-        return None
-    engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
 def search_space(overrides: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
