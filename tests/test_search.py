@@ -260,6 +260,31 @@ def test_a_changed_search_space_is_refused_with_one_message(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "mistake, message",
+    [
+        (  # a searched key the config lacks, in the sweeper's params or on the command line
+            '++hydra.sweeper.params={optimizer.lrr: "choice(0.1)"}',
+            "do not compose: Could not override 'optimizer.lrr'",
+        ),
+        ("optimizer.lrr=choice(0.1)", "in the sweep job hparams_search=optuna data=wine"),
+        ("hydra.sweeper.direction=up", "hydra.sweeper.direction=up: use minimize or maximize"),
+        ("hydra/sweeper/sampler=grid", "sampler=grid cannot visit optimizer.lr's interval"),
+    ],
+)
+def test_a_search_mistake_is_one_message_and_no_continue_command(tmp_path, mistake, message):
+    sweep_dir = tmp_path / "search"
+    result = cli(
+        "-m", "litforge.train", "-m", "hparams_search=optuna", "data=wine", mistake,
+        f"hydra.sweep.dir={sweep_dir}",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "litforge: error: " in result.stderr and message in result.stderr
+    assert "Traceback" not in result.stderr and "Continue it with" not in result.stderr
+    assert not list(sweep_dir.glob("*/metrics.json"))  # no job ran
+
+
+@pytest.mark.slow
 def test_an_interrupted_optuna_search_continues_where_it_stopped(tmp_path):
     sweep_dir = tmp_path / "search"
     command = [

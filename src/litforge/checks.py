@@ -405,6 +405,7 @@ def check_sweep(config: DictConfig) -> None:
     fails there fails alone (metrics.json, summary.md and the exit status say so).
     """
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
 
     loader = GlobalHydra.instance().config_loader()
     launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
@@ -414,7 +415,10 @@ def check_sweep(config: DictConfig) -> None:
     if in_process and sweep_jobs:
         compat.compose_sweep_job_with(loader, ComposedOnce(loader, config, sweep_jobs))
     for job in sweep_jobs:
-        cfg = loader.load_sweep_config(config, job)
+        try:
+            cfg = loader.load_sweep_config(config, job)
+        except HydraException as err:  # a key that is not in the config, a group option typo
+            raise UserError(f"in the sweep job {' '.join(job)}: {err}") from err
         cfg.output_dir = str(config.hydra.sweep.dir)  # the job's own folder is not known yet
         try:
             check_config(cfg, here, code=in_process)

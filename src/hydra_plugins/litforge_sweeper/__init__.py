@@ -129,6 +129,15 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         from litforge.errors import exit_on_error
         from litforge.run.study import Search
+        from litforge.run.sweep import SweepStop
 
-        search = Search(self.config, self.launcher, self.validate_batch_is_legal, **self.settings)
-        exit_on_error(search.run, arguments)  # a mistake is one message, not a traceback
+        def search() -> None:
+            Search(self.config, self.launcher, self.validate_batch_is_legal, **self.settings).run(
+                arguments
+            )
+
+        try:
+            exit_on_error(search)  # a mistake is one message, not a traceback
+        except SystemExit:
+            SweepStop.refused()  # rerunning the same command would not continue it
+            raise

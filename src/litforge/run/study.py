@@ -118,6 +118,8 @@ class Search:
         try:
             self.validate_batch(batch)
         except Exception as err:  # Hydra's composition error: a key that is not in the config
+            for number in numbers:  # asked, never run: not left running for a rerun to resume
+                study.tell(number, state=trial_state("FAIL"), skip_if_finished=True)
             raise UserError(
                 f"a trial's overrides {' '.join(batch[0])} do not compose: {err}"
             ) from err
@@ -213,7 +215,7 @@ def grid(space: dict[str, Any]) -> dict[str, list]:
         else:
             raise UserError(
                 f"hydra/sweeper/sampler=grid cannot visit {key}'s interval: give it as "
-                "choice(...) or range(...), or use sampler=tpe."
+                "choice(...) or range(...), or use hydra/sweeper/sampler=tpe."
             )
     return values
 

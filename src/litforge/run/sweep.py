@@ -183,7 +183,10 @@ class SweepStop:
         self.signum: int | None = None
         self.handlers: dict[int, object] = {}
 
+    current: SweepStop | None = None  # the one installed in this process
+
     def install(self) -> None:
+        SweepStop.current = self
         os.environ[SWEEP_PID] = str(os.getpid())
         for signum in (signal.SIGINT, signal.SIGTERM):
             self.handlers[signum] = signal.signal(signum, self.handle)
@@ -197,6 +200,13 @@ class SweepStop:
         if os.environ.get(SWEEP_PID) == str(os.getpid()):
             del os.environ[SWEEP_PID]
         atexit.unregister(self.at_exit)
+        SweepStop.current = None
+
+    @classmethod
+    def refused(cls) -> None:
+        """The sweep ends on a mistake its message names: no summary, nothing to continue."""
+        if cls.current is not None:
+            cls.current.uninstall()
 
     def handle(self, signum: int, frame) -> None:
         if self.signum is not None:  # a second Ctrl-C: stop now
