@@ -223,7 +223,7 @@ def test_a_run_stopped_inside_a_chunk_resumes_exactly(tmp_path, stop_at):
     [
         ("trainer.limit_train_batches=1", "limit_train_batches or overfit_batches", 2),
         ("trainer.val_check_interval=2", "val_check_interval counts Lightning's batches", 8),
-        ("callbacks.lr_monitor.logging_interval=step", "LearningRateMonitor(logging_", 8),
+        ("callbacks.lr_monitor.logging_interval=step", "LearningRate(logging_", 8),
     ],
     ids=["one-batch-an-epoch", "validate-every-2-batches", "learning-rate-every-step"],
 )

@@ -80,6 +80,10 @@ def test_tensorboard_has_split_scalars_and_an_hparams_entry_with_final_metrics(w
         "test/f1",
     } <= tags
     assert "hp_metric" not in tags
+    # the curves only: no `epoch` chart, no single-point hp/ copies; one learning-rate tag
+    assert "epoch" not in tags and not [t for t in tags if t.startswith("hp/")]
+    assert "train/lr" in tags and not [t for t in tags if t.startswith("lr-")]
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([0.003] * 8)
     content = events.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hparams = start.session_start_info.hparams
@@ -89,9 +93,13 @@ def test_tensorboard_has_split_scalars_and_an_hparams_entry_with_final_metrics(w
     assert hparams["max_epochs"].number_value == 8
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     metric_tags = {m.name.tag for m in experiment.experiment.metric_infos}
-    assert metric_tags == {"hp/best_val_loss", "hp/test/loss", "hp/test/acc", "hp/test/f1"}
-    test_acc = events.Scalars("hp/test/acc")[0].value
-    assert test_acc == pytest.approx(read_metrics(run_dir)["test"]["test/acc"])
+    assert metric_tags == {"val/loss_best", "test/loss", "test/acc", "test/f1"}
+    # HParams reads each metric's last value from the run's scalar of that name
+    metrics = read_metrics(run_dir)
+    assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test"]["test/acc"])
+    (best,) = events.Scalars("val/loss_best")
+    assert best.value == pytest.approx(metrics["best"]["value"])
+    assert best.value == pytest.approx(min(e.value for e in events.Scalars("val/loss")))
 
 
 def test_patience_stops_on_a_plateau(tmp_path):

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -144,7 +144,7 @@ def trainer(
     if ckpt_path:  # a resumed run writes into its own checkpoints/ folder again, as it should
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     if not logger:  # the learning-rate monitor refuses to run without a logger
-        cbs = [c for c in cbs if type(c).__name__ != "LearningRateMonitor"]
+        cbs = [c for c in cbs if not isinstance(c, LearningRateMonitor)]
     return instantiate(
         cfg.trainer,
         callbacks=cbs,

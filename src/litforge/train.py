@@ -157,10 +157,19 @@ def train(
             record.write()
         if began and record.data["status"] != "interrupted":
             # an interrupted run gets its HParams entry when it is resumed and finishes
-            log_hparams(trainer, params, final_metrics(record, test_metric_names(module, record)))
+            final = final_metrics(record, test_metric_names(module, record))
+            log_hparams(trainer, params, final, in_sweep=is_sweep_job())
         if began and is_rank_zero():
             log.info(console.end_block(record.data, cfg, record.path.parent))
     return record
+
+
+def is_sweep_job() -> bool:
+    """This run is a job of a Hydra multirun (its sweep writes the HParams experiment)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def test_metric_names(module: L.LightningModule | None, record: RunRecord) -> list[str]:

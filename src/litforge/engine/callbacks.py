@@ -12,8 +12,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 
+from litforge.engine import compat
 from litforge.engine.fastpath import EveryBatch
 from litforge.errors import Diverged, Interrupted, UserError
 
@@ -224,3 +225,41 @@ def message(trainer: L.Trainer, epoch: int, batch: int, step: int) -> str:
         f"(epoch {epoch}, batch {batch}) and training stopped there.{kept} {fix} or lower, "
         "or clip gradients with trainer.gradient_clip_val=1.0."
     )
+
+
+class LearningRate(LearningRateMonitor):
+    """Lightning's LearningRateMonitor, logging under one name whatever the optimizer: `train/lr`
+    (Lightning's is `lr-Adam`, `lr-SGD`, ..., so a sweep over optimizers gets one chart each).
+
+    With several parameter groups (or optimizers) each gets `train/lr/<its name or number>`;
+    `log_momentum` adds `train/momentum` (SGD's momentum, Adam's first beta) and
+    `log_weight_decay` `train/weight_decay`. It logs at each epoch's start, or every
+    `log_every_n_steps` steps with `logging_interval: step`.
+    """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if self.logging_interval != "step":
+            self.log_stats(trainer)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if self.logging_interval == "step" and trainer.global_step % trainer.log_every_n_steps == 0:
+            self.log_stats(trainer)
+
+    def stats(self, trainer: L.Trainer) -> dict[str, float]:
+        groups = [group for optimizer in trainer.optimizers for group in optimizer.param_groups]
+        stats = {}
+        for number, group in enumerate(groups):
+            suffix = "" if len(groups) == 1 else f"/{group.get('name', number)}"
+            stats[f"train/lr{suffix}"] = float(group["lr"])
+            if self.log_momentum:
+                momentum = group.get("momentum", group.get("betas", (0.0,))[0])
+                stats[f"train/momentum{suffix}"] = float(momentum)
+            if self.log_weight_decay:
+                stats[f"train/weight_decay{suffix}"] = float(group.get("weight_decay", 0.0))
+        return stats
+
+    def log_stats(self, trainer: L.Trainer) -> None:
+        # to the loggers only: not a metric of the run (its history, a monitor) as Lightning's is
+        stats = self.stats(trainer)
+        for logger in trainer.loggers:
+            logger.log_metrics(stats, step=compat.logging_step(trainer))

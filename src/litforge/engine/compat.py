@@ -31,6 +31,11 @@ def count_manual_optimizer_step(trainer) -> None:
     progress.increment_completed()
 
 
+def logging_step(trainer) -> int:
+    """The step Lightning hands to loggers now (`_batches_that_stepped`)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 def set_logging_step(trainer, step: int) -> None:
     """The step Lightning hands to loggers (`_batches_that_stepped`), as at a batch's end."""
     trainer.fit_loop.epoch_loop._batches_that_stepped = step

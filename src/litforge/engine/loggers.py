@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
@@ -36,6 +38,8 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         metrics = compat.logger_prefixed(self, metrics)
         values, groups = [], {}
         for tag, value in metrics.items():
+            if tag == "epoch":  # Lightning adds it to every call; the x axis shows steps already
+                continue
             if isinstance(value, Mapping):
                 groups[tag] = value
                 continue
@@ -52,6 +56,36 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             compat.event_file_writer(self.experiment).add_summary(Summary(value=values), step)
         if groups:
             super().log_metrics(groups, step)
+
+    @rank_zero_only
+    def log_final(
+        self,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        scalars: dict[str, float],
+        step: int,
+        experiment: bool = True,
+    ) -> None:
+        """The run's HParams entry: its params and the names of its final metrics, whose values
+        TensorBoard reads from the run's scalars of those names (the test metrics Lightning
+        logged; `scalars`, such as the best monitored value, are written here).
+
+        No `hp/` copies of them as Lightning writes (single-point charts above the curves).
+        `experiment=False` leaves out the experiment summary, the list of columns, for a sweep's
+        job: the sweep writes one for all its jobs (run/hparams.py), and TensorBoard reads only
+        one.
+        """
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        super().log_hyperparams(params)  # hparams.yaml (no summaries: no metrics given)
+        finite = {tag: v for tag, v in scalars.items() if math.isfinite(v)}
+        if finite:
+            self.log_metrics(finite, step)
+        exp, start, end = hparams_summaries(params, metrics)
+        writer = compat.event_file_writer(self.experiment)
+        for summary in (exp, start, end) if experiment else (start, end):
+            writer.add_summary(summary)
+        self.save()
 
     @rank_zero_only
     def save(self) -> None:

@@ -175,22 +175,37 @@ def hparams(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> d
     return params
 
 
+def best_tag(monitor: str) -> str:
+    """The scalar that holds a run's best monitored value: `val/loss_best` beside `val/loss`."""
+    return f"{monitor}_best"
+
+
 def final_metrics(record: RunRecord, metric_names: list[str]) -> dict[str, float]:
-    """Best monitored value and test metrics under `hp/`; NaN where a run never got there."""
-    metrics = {"hp/best_" + record.data["monitor"].replace("/", "_"): record.best_value}
+    """Best monitored value and test metrics, by the scalar names TensorBoard reads them from;
+    NaN where a run never got there."""
+    metrics = {best_tag(record.data["monitor"]): record.best_value}
     for name in metric_names:
-        metrics[f"hp/{name}"] = float(record.data["test"].get(name, math.nan))
+        metrics[name] = float(record.data["test"].get(name, math.nan))
     return metrics
 
 
-def log_hparams(trainer: L.Trainer, params: dict[str, Any], metrics: dict[str, float]) -> None:
-    """One HParams entry per run with its final metrics (no placeholder hp_metric)."""
+def log_hparams(
+    trainer: L.Trainer, params: dict[str, Any], metrics: dict[str, float], in_sweep: bool
+) -> None:
+    """One HParams entry per run with its final metrics (no placeholder hp_metric). A sweep's
+    job leaves the experiment's columns to its sweep (run/hparams.py)."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    best = next(iter(metrics))  # the best value: the one final metric no scalar holds yet
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        if hasattr(logger, "log_final"):  # litforge's
+            scalars = {best: metrics[best]}
+            logger.log_final(params, metrics, scalars, trainer.global_step, not in_sweep)
+        else:  # Lightning's own, configured by a forker: its way (hp/ names are theirs)
             logger.log_hyperparams(params, metrics)
-            logger.finalize("success")
+        logger.finalize("success")
 
 
 def _finite_or_null(value: Any) -> Any:
