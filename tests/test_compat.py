@@ -50,8 +50,10 @@ def test_the_logging_step_is_what_lightning_saves_in_checkpoints(fitted):
     own, _ = fitted
     loop = own.fit_loop.epoch_loop
     saved = loop.on_save_checkpoint()["_batches_that_stepped"]
+    assert compat.logging_step(own) == saved == 8  # 2 epochs of 4 steps
     compat.set_logging_step(own, 123)
     assert loop.on_save_checkpoint()["_batches_that_stepped"] == 123
+    assert compat.logging_step(own) == 123
     compat.set_logging_step(own, saved)
 
 
