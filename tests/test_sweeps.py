@@ -176,7 +176,8 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_tensorboard_serves_one_run_per_job_with_hparams_and_images(seed_sweep):
+def test_tensorboard_serves_a_sweep_that_compares_at_first_glance(seed_sweep):
+    """Through TensorBoard's own HTTP data API, as its web pages read it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     tensorboard = Path(sys.executable).parent / "tensorboard"
@@ -206,22 +207,43 @@ def test_tensorboard_serves_one_run_per_job_with_hparams_and_images(seed_sweep):
                 runs = get("/data/runs")
                 if sorted(runs) == sorted(jobs):  # every run's events are read once tags appear
                     tags = get("/data/plugin/scalars/tags")
-                    runs = [run for run in runs if "hp/test/acc" in tags.get(run, {})]
+                    runs = [run for run in runs if "val/loss_best" in tags.get(run, {})]
             except (urllib.error.URLError, ConnectionError):
                 continue
-        assert sorted(runs) == sorted(jobs)  # one run per job, named by its folder
+        # one run per job, named by its number and the keys that vary: none every job shares
+        assert (
+            sorted(runs)
+            == sorted(jobs)
+            == [
+                "0_optimizer=sgd,seed=0",
+                "1_optimizer=sgd,seed=1",
+                "2_optimizer=adam,seed=0",
+                "3_optimizer=adam,seed=1",
+            ]
+        )
 
         scalars = get("/data/plugin/scalars/tags")
         images = get("/data/plugin/images/tags")
         for run in jobs:
-            assert {"train/loss", "val/loss", "val/acc", "test/acc", "test/f1"} <= set(scalars[run])
+            tags = set(scalars[run])
+            assert {"train/loss", "val/loss", "val/acc", "test/acc", "test/f1"} <= tags
+            assert "epoch" not in tags and not [t for t in tags if t.startswith("hp/")]
+            assert [t for t in tags if "lr" in t] == ["train/lr"]  # one tag, sgd's or adam's
             assert "test/confusion_matrix" in images[run]
 
+        # the sweep's experiment: the swept keys first, then what else differs, then metrics
         experiment = get("/data/plugin/hparams/experiment", {"experimentName": ""})
-        hparam_names = {h["name"] for h in experiment["hparamInfos"]}
-        assert {"optimizer", "seed", "data", "optimizer.lr", "max_epochs"} <= hparam_names
-        metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
-        assert metric_tags == {"hp/best_val_loss", "hp/test/loss", "hp/test/acc", "hp/test/f1"}
+        hparam_names = [h["name"] for h in experiment["hparamInfos"]]
+        assert hparam_names == ["optimizer", "seed", "optimizer.lr"]  # not data, max_epochs
+        seeds = next(h for h in experiment["hparamInfos"] if h["name"] == "seed")
+        assert seeds["domainDiscrete"] == [0, 1]
+        metric_infos = [(m["name"]["tag"], m["displayName"]) for m in experiment["metricInfos"]]
+        assert metric_infos == [
+            ("val/loss_best", "best val/loss"),
+            ("test/loss", "test/loss"),
+            ("test/acc", "test/acc"),
+            ("test/f1", "test/f1"),
+        ]
 
         groups = get(
             "/data/plugin/hparams/session_groups",
@@ -236,13 +258,13 @@ def test_tensorboard_serves_one_run_per_job_with_hparams_and_images(seed_sweep):
         assert sorted(g["name"] for g in groups) == sorted(jobs)
         for group in groups:
             metrics = jobs[group["name"]]
-            assert set(group["hparams"]) == hparam_names  # the same keys for every job
             overrides = dict(o.split("=", 1) for o in metrics["overrides"])
             assert group["hparams"]["optimizer"] == overrides["optimizer"]
-            assert group["hparams"]["seed"] == float(overrides["seed"])
+            assert group["hparams"]["seed"] == int(overrides["seed"])
+            assert group["hparams"]["max_epochs"] == 4  # in hparams.yaml, not a column
             values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-            assert values["hp/best_val_loss"] == pytest.approx(metrics["best"]["value"])
-            assert values["hp/test/acc"] == pytest.approx(metrics["test"]["test/acc"])
+            assert values["val/loss_best"] == pytest.approx(metrics["best"]["value"])
+            assert values["test/acc"] == pytest.approx(metrics["test"]["test/acc"])
     finally:
         server.terminate()
         try:

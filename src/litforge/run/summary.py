@@ -21,6 +21,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from litforge.run import hparams
+
 # "missing": the job left no metrics.json (killed, or crashed); "unreadable": it is not JSON
 FAILED = ("failed", "missing", "unreadable")
 STUDY_PLOTS = ("study_history.png", "study_importances.png")  # run/study.py writes them
@@ -171,6 +173,10 @@ class Summary:
         # an Optuna search's history and parameter importances, drawn by its sweeper
         plots = self.plot() + [p for p in map(self.sweep_dir.joinpath, STUDY_PLOTS) if p.is_file()]
         (self.sweep_dir / "summary.md").write_text(self.markdown(rows, seeds, plots))
+        hparams.write_experiment(  # TensorBoard's HParams columns for the sweep
+            self.sweep_dir, [self.sweep_dir / j.dir for j in self.jobs], self.swept, self.monitor,
+            self.tests,
+        )  # fmt: skip
 
     def markdown(self, rows: list[dict], seeds: list[dict], plots: list[Path]) -> str:
         failed = [j for j in self.jobs if j.status in FAILED]
