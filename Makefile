@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 6006
+MLFLOW_PORT ?= 5000
 EXTRAS ?= dev,sweep,slurm,mlflow,wandb
 # Where torch comes from. Empty: PyPI (or a wheel pip finds locally). PyPI's torch for Linux
 # brings its CUDA libraries, GBs of them; on a machine without a GPU, take PyTorch's CPU build:
@@ -12,7 +13,7 @@ EXTRAS ?= dev,sweep,slurm,mlflow,wandb
 TORCH_INDEX ?=
 
 .PHONY: help install train check-config test test-slow test-all sweep tensorboard bench lint \
-	format hooks rename clean
+	format hooks rename clean mlflow
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -47,6 +48,10 @@ sweep: $(STAMP) ## the README's eight-job sweep, in parallel processes; summary.
 
 tensorboard: $(STAMP) ## serve outputs/ on 127.0.0.1:6006 (HOST=..., PORT=... to change)
 	$(VENV)/bin/tensorboard --logdir outputs --host $(HOST) --port $(PORT)
+
+mlflow: $(STAMP) ## serve logger=mlflow's store on 127.0.0.1:5000 (MLFLOW_PORT=... to change)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host $(HOST) \
+		--port $(MLFLOW_PORT)
 
 bench: $(STAMP) ## throughput, start-up and sweep cost against the limit (minutes)
 	$(PY) scripts/benchmark.py $(ARGS)

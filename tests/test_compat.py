@@ -158,3 +158,12 @@ def private_touches(path: Path) -> list[str]:
 def test_compat_is_the_only_module_that_touches_private_upstream_attributes():
     sources = [p for p in (ROOT / "src").rglob("*.py") if p.name != "compat.py"]
     assert [touch for path in sources for touch in private_touches(path)] == []
+
+
+def test_an_argument_left_out_of_wandb_init(tmp_path):
+    from litforge.engine.trackers import WandbLogger
+
+    logger = WandbLogger(save_dir=str(tmp_path), project="litforge")
+    assert "anonymous" not in logger._wandb_init  # dropped by compat.drop_wandb_init_argument
+    assert logger._wandb_init["project"] == "litforge"
+    assert logger._wandb_init["dir"] == str(tmp_path)  # what wandb.init gets, as it was

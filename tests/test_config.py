@@ -36,6 +36,9 @@ def overrides_for(group: str, option: str, tmp_path: Path) -> list[str]:
         extra.append("model=cnn")
     if (group, option) == ("model", "cnn"):
         extra.append("data=digits_images")
+    if (group, option) == ("logger", "mlflow"):  # its store in tmp_path, not outputs/
+        extra += [f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"]
+        extra += [f"logger.mlflow.artifact_location={tmp_path}/mlartifacts"]
     if group == "data" and option == "csv":
         path = tmp_path / "table.csv"
         path.write_text("x1,x2,y\n" + "\n".join(f"{i},{i % 7},{2 * i + 1}" for i in range(60)))

@@ -172,18 +172,32 @@ def check_accelerator(accelerator: str) -> None:
         )
 
 
-def build_logger(cfg: DictConfig, ckpt_path: str | None, purge_step: int | None = None) -> Logger:
-    """The configured logger; resuming TensorBoard hides what was logged after the checkpoint."""
-    if issubclass(get_class(cfg.logger._target_), TensorBoardLogger):
-        if ckpt_path:
-            from litforge.run.resume import checkpoint_step
+def build_logger(
+    cfg: DictConfig, ckpt_path: str | None, purge_step: int | None = None
+) -> list[Logger]:
+    """The configured loggers (`logger=[tensorboard,mlflow]`: one each), MLflow and W&B runs
+    named by the run folder; resuming TensorBoard hides what was logged after the checkpoint."""
+    from pathlib import Path
 
-            # a killed run may have logged steps past its last checkpoint; purge_step makes
-            # TensorBoard drop them when the resumed run logs those steps again
-            purge_step = checkpoint_step(ckpt_path)
-        if purge_step is not None:  # (0: a job run again drops its earlier attempt's events)
-            return instantiate(cfg.logger, purge_step=purge_step)
-    return instantiate(cfg.logger)
+    from litforge.engine.trackers import named
+
+    if ckpt_path:
+        from litforge.run.resume import checkpoint_step
+
+        # a killed run may have logged steps past its last checkpoint; purge_step makes
+        # TensorBoard drop them when the resumed run logs those steps again
+        purge_step = checkpoint_step(ckpt_path)
+    loggers = []
+    for logger_cfg in cfg.logger.values():
+        settings = OmegaConf.to_container(logger_cfg, resolve=True)
+        settings = named(settings, Path(str(cfg.output_dir)).name)
+        if (
+            issubclass(get_class(settings["_target_"]), TensorBoardLogger)
+            and purge_step is not None
+        ):
+            settings["purge_step"] = purge_step  # (0: a job run again drops its earlier attempt's)
+        loggers.append(instantiate(settings))
+    return loggers
 
 
 def strategy_for_sweeps(strategy: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -67,6 +68,7 @@ def check_config(cfg: DictConfig, here: bool = True, code: bool = True) -> None:
     check_optimizer(cfg.optimizer)
     check_model_values(cfg.model)
     check_data_values(cfg.data)
+    check_logger_packages(cfg.get("logger") or {})
     if not code:
         return
     # then what the code the config names must agree with (this imports torch and lightning)
@@ -217,6 +219,24 @@ def argument_names(target: Any) -> list[str] | None:
         if owner.__module__.startswith(("lightning", "torch")):
             return None  # their **kwargs go places we do not follow
     return None
+
+
+# the Python package a logger needs, and the extra of pyproject.toml that installs it
+LOGGER_PACKAGES = {"MLFlowLogger": ("mlflow", "mlflow"), "WandbLogger": ("wandb", "wandb")}
+
+
+def check_logger_packages(loggers: DictConfig) -> None:
+    """logger=mlflow or wandb where its package is not installed: one line saying how to get it
+    (Lightning would say it at the first log call, after the data was loaded)."""
+    for name, logger in loggers.items():
+        target = str(OmegaConf.select(logger, "_target_", default="") or "")
+        package = LOGGER_PACKAGES.get(target.rsplit(".", 1)[-1])
+        if package is not None and importlib.util.find_spec(package[0]) is None:
+            module, extra = package
+            raise UserError(
+                f"logger={name} needs the {module} package, which is not installed: "
+                f"pip install -e '.[{extra}]' (make installs it with EXTRAS=dev,sweep,{extra})."
+            )
 
 
 def check_targets_import(cfg: DictConfig) -> None:

@@ -125,3 +125,12 @@ def compose_sweep_job_with(loader, compose) -> None:
 def own_compose_sweep_job(loader):
     """The config loader's own `load_sweep_config`, bound to it (whatever stands in for it)."""
     return type(loader).load_sweep_config.__get__(loader)
+
+
+# --- Lightning's WandbLogger ---------------------------------------------------------------------
+
+
+def drop_wandb_init_argument(logger, name: str) -> None:
+    """Leave `name` out of what Lightning's WandbLogger hands to `wandb.init` (it passes
+    `anonymous=None` always, which wandb 0.31 answers with a deprecation warning)."""
+    logger._wandb_init.pop(name, None)

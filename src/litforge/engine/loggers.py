@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -78,9 +77,8 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
         super().log_hyperparams(params)  # hparams.yaml (no summaries: no metrics given)
-        finite = {tag: v for tag, v in scalars.items() if math.isfinite(v)}
-        if finite:
-            self.log_metrics(finite, step)
+        if scalars:
+            self.log_metrics(scalars, step)
         exp, start, end = hparams_summaries(params, metrics)
         writer = compat.event_file_writer(self.experiment)
         for summary in (exp, start, end) if experiment else (start, end):

@@ -192,20 +192,24 @@ def final_metrics(record: RunRecord, metric_names: list[str]) -> dict[str, float
 def log_hparams(
     trainer: L.Trainer, params: dict[str, Any], metrics: dict[str, float], in_sweep: bool
 ) -> None:
-    """One HParams entry per run with its final metrics (no placeholder hp_metric). A sweep's
-    job leaves the experiment's columns to its sweep (run/hparams.py)."""
+    """The run's final metrics for every logger: one HParams entry per run in TensorBoard (no
+    placeholder hp_metric; a sweep's job leaves the experiment's columns to its sweep,
+    run/hparams.py); the best value beside the test metrics Lightning logged for the others
+    (MLflow, W&B, CSV), which got the params when training started."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
     best = next(iter(metrics))  # the best value: the one final metric no scalar holds yet
+    scalars = {best: metrics[best]} if math.isfinite(metrics[best]) else {}
     for logger in trainer.loggers:
-        if not isinstance(logger, TensorBoardLogger):
-            continue
-        if hasattr(logger, "log_final"):  # litforge's
-            scalars = {best: metrics[best]}
+        if hasattr(logger, "log_final"):  # litforge's TensorBoard writer
             logger.log_final(params, metrics, scalars, trainer.global_step, not in_sweep)
-        else:  # Lightning's own, configured by a forker: its way (hp/ names are theirs)
+        elif isinstance(logger, TensorBoardLogger):  # Lightning's own, a forker's: its hp/ way
             logger.log_hyperparams(params, metrics)
+        elif scalars:
+            logger.log_metrics(scalars, step=trainer.global_step)
         logger.finalize("success")
+        if hasattr(logger, "finish"):  # W&B: its run's files are complete once it finishes
+            logger.finish("success")
 
 
 def _finite_or_null(value: Any) -> Any:
