@@ -9,10 +9,10 @@ guarantees; `fastpath` trains a chunk of optimizer steps per Lightning step wher
 and says why where it is not; `callbacks` are those every run has (dropout seeded per batch, a
 clean stop on a signal, a stop at the first NaN loss, a check that the monitored metric is
 logged); `checkpoints` writes them whole, shares last.ckpt with best.ckpt and reads them back as
-data only; `loggers` is a leaner TensorBoard writer; `progress` the progress bar; `pruning`
-reports each epoch of an Optuna trial to its study and stops it when the pruner says so
-(`studies` opens the study's storage); `compat` is
-the one place that touches private attributes of Lightning, torchmetrics, TensorBoard and Hydra.
+data only; `loggers` is a leaner TensorBoard writer; `trackers` sets up MLflow and W&B for a
+run; `progress` the progress bar; `pruning` reports each epoch of an Optuna trial to its study
+and stops it when the pruner says so (`studies` opens the study's storage); `compat` is the one
+place that touches private attributes of Lightning, torchmetrics, TensorBoard, Hydra and W&B.
 Nothing here imports your models or data, or the run and entry modules above it.
 """
 

@@ -1,4 +1,4 @@
-"""Every private attribute of Lightning, torchmetrics, TensorBoard or Hydra that litforge uses.
+"""Every private attribute of Lightning, torchmetrics, TensorBoard, Hydra or W&B litforge uses.
 
 One small function each, so an upgrade that moves one breaks here, in one place, and the test of
 that function (tests/test_compat.py) names it. The versions they were written for are the ones in
