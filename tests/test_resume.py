@@ -121,7 +121,7 @@ def test_a_killed_run_restarted_from_its_last_ckpt_ends_as_if_never_killed(tmp_p
     # events reach the disk within 50 ms, so the killed run leaves steps on disk that its
     # checkpoint does not have, which the resumed run logs again. (flush_secs=0 would make
     # TensorBoard's writer thread spin and starve training of the GIL: minutes, not seconds.)
-    flush = "logger.flush_secs=0.05"
+    flush = "logger.tensorboard.flush_secs=0.05"
 
     def past_first_checkpoint() -> bool:
         saved = checkpoint_step(run)
