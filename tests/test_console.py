@@ -36,13 +36,18 @@ def test_a_run_says_what_it_trains_and_why_it_stopped(tmp_path, monkeypatch, cap
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
+        (  # the best epoch may be the last: its gain was below min_delta
+            ["early_stopping.patience=3", "early_stopping.min_delta=0.05", "max_epochs=40"],
+            "val/loss improved by less than early_stopping.min_delta=0.05 in each of the last 3 "
+            "epochs",
+        ),
         (
             ["early_stopping=threshold", "early_stopping.stopping_threshold=0.5"],
             "val/loss went under early_stopping.stopping_threshold=0.5 at epoch",
         ),
         (["max_epochs=2", "early_stopping=none"], "run completed: max_epochs=2 reached (8 steps)"),
     ],
-    ids=["threshold", "max-epochs"],
+    ids=["min-delta", "threshold", "max-epochs"],
 )
 def test_each_way_of_stopping_is_named(tmp_path, monkeypatch, capsys, overrides, words):
     run = tmp_path / "run"

@@ -26,6 +26,12 @@ def why_stopped(record: dict[str, Any], cfg: DictConfig) -> str:
     best = record.get("best") or {}
     early = cfg.get("early_stopping") or {}
     if stop == "early_stopping":
+        if early.get("min_delta"):  # small gains do not count: the best may be the last epoch
+            return (
+                f"early stopping after epoch {epochs - 1}: {monitor} improved by less than "
+                f"early_stopping.min_delta={early.get('min_delta')} in each of the last "
+                f"{early.get('patience')} epochs"
+            )
         return (
             f"early stopping after epoch {epochs - 1}: {monitor} did not improve for "
             f"{early.get('patience')} epochs after its best, at epoch {best.get('epoch')}"
