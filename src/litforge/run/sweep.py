@@ -141,17 +141,24 @@ def descendants(pid: int) -> list[int]:
 
 
 def workers() -> list[int]:
-    """This process's descendants but joblib's resource tracker: the tracker cleans up the
-    workers' shared memory and exits by itself when this process does; stopped before them, it
-    is relaunched by a worker and prints a traceback for every name it no longer knows."""
-    return [pid for pid in descendants(os.getpid()) if not is_resource_tracker(pid)]
+    """This process's Python descendants, but joblib's resource tracker.
+
+    The tracker cleans up the workers' shared memory and exits by itself when this process does;
+    stopped before them, it is relaunched by a worker and prints a traceback for every name it
+    no longer knows. Programs the worker pool runs for a moment (loky's `pgrep` as it cleans up
+    after its workers) are left alone too: killed, they end that clean-up in a traceback.
+    """
+    return [pid for pid in descendants(os.getpid()) if is_worker(pid)]
 
 
-def is_resource_tracker(pid: int) -> bool:
+def is_worker(pid: int) -> bool:
     try:
-        return b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:  # ended meanwhile, or no /proc (macOS): treat it as a worker
-        return False
+        return True
+    return b"python" in Path(args[0].decode(errors="replace")).name.encode() and not any(
+        b"resource_tracker" in arg for arg in args
+    )
 
 
 def stop_workers(signum: int, grace_s: float = GRACE_S) -> None:
