@@ -35,6 +35,16 @@ def test_a_columns_values_keep_one_type():
     assert hparams.domain(["sgd", 2]) == ["sgd", "2"]
 
 
+def test_many_sampled_numbers_filter_by_range_a_few_by_choice():
+    from tensorboard.plugins.hparams import summary_v2 as hp
+
+    rates = hparams.filter_domain(hp, [10 ** -(k / 4) for k in range(12)])  # 12 trials' lr
+    assert isinstance(rates, hp.RealInterval)
+    assert (rates.min_value, rates.max_value) == (10**-2.75, 1.0)
+    assert isinstance(hparams.filter_domain(hp, list(range(12))), hp.IntInterval)
+    assert hparams.filter_domain(hp, [1, 2, 4, 2]).values == [1, 2, 4]
+
+
 def test_the_sweep_writes_one_experiment_into_its_first_jobs_run(tmp_path):
     jobs = []
     for number, params in enumerate(JOBS):

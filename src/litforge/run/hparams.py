@@ -21,6 +21,7 @@ import yaml
 # group choices that say how a job ran, not what it trained: never columns unless swept
 STRUCTURAL = ("callbacks", "debug", "logger", "device", "hparams_search", "trainer")
 SUFFIX = ".litforge-hparams"  # the experiment's event file, replaced when the sweep writes anew
+MAX_CHOICES = 10  # more distinct numbers than this: a range filter, not a box per value
 
 
 def write_experiment(
@@ -39,7 +40,7 @@ def write_experiment(
     # into the first job's run: a run of its own would list an empty run beside the jobs
     home = next(job for job, p in loaded.items() if isinstance(p, dict))
     keys = hparam_columns(params, swept)
-    columns = [hp.HParam(key, hp.Discrete(domain(p.get(key) for p in params))) for key in keys]
+    columns = [hp.HParam(key, filter_domain(hp, [p.get(key) for p in params])) for key in keys]
     metrics = [hp.Metric(f"{monitor}_best", display_name=f"best {monitor}")]
     metrics += [hp.Metric(name, display_name=name) for name in tests]
     summary = mark_swept(hp.hparams_config_pb(hparams=columns, metrics=metrics), swept)
@@ -77,6 +78,18 @@ def hparam_columns(params: list[dict[str, Any]], swept: list[str]) -> list[str]:
         and len({repr(p.get(key)) for p in params}) > 1
     ]
     return first + differ
+
+
+def filter_domain(hp, values: list):
+    """The column's values as TensorBoard filters them: a box per value, or for many numbers
+    (an Optuna search's sampled learning rates) a range."""
+    values = domain(values)
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if numbers and len(values) > MAX_CHOICES:
+        if all(isinstance(v, int) for v in values):
+            return hp.IntInterval(min(values), max(values))
+        return hp.RealInterval(float(min(values)), float(max(values)))
+    return hp.Discrete(values)
 
 
 def domain(values) -> list:
