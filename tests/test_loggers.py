@@ -83,6 +83,25 @@ def test_a_missing_logger_package_is_one_line_saying_how_to_install_it(
     )
 
 
+@pytest.mark.slow
+def test_a_sweeps_jobs_go_to_an_mlflow_experiment_named_by_the_sweep(tmp_path):
+    from mlflow import MlflowClient
+
+    sweep_dir = tmp_path / "seeds"
+    result = cli(
+        "-m", "litforge.train", "-m", "data=wine", "max_epochs=2", "seed=0,1", "logger=mlflow",
+        *mlflow_overrides(tmp_path), f"hydra.sweep.dir={sweep_dir}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("seeds")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["0_seed=0", "1_seed=1"]
+    for run in runs:
+        best = read_metrics(sweep_dir / run.info.run_name)["best"]["value"]
+        assert run.data.metrics["val/loss_best"] == pytest.approx(best)
+
+
 def wandb_records(path: Path) -> list:
     """The records of an offline W&B run's .wandb file (a log of protobuf records in 32 KiB
     blocks, each chunk behind a 7-byte header: crc32, length, type), as `wandb sync` reads it."""

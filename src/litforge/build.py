@@ -179,7 +179,7 @@ def build_logger(
     named by the run folder; resuming TensorBoard hides what was logged after the checkpoint."""
     from pathlib import Path
 
-    from litforge.engine.trackers import named
+    from litforge.engine.trackers import named, sweep_name
 
     if ckpt_path:
         from litforge.run.resume import checkpoint_step
@@ -190,7 +190,7 @@ def build_logger(
     loggers = []
     for logger_cfg in cfg.logger.values():
         settings = OmegaConf.to_container(logger_cfg, resolve=True)
-        settings = named(settings, Path(str(cfg.output_dir)).name)
+        settings = named(settings, Path(str(cfg.output_dir)).name, sweep_name())
         if (
             issubclass(get_class(settings["_target_"]), TensorBoardLogger)
             and purge_step is not None

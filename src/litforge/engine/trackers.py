@@ -4,7 +4,8 @@
 artifacts in `outputs/mlartifacts`), which `make mlflow` serves with `mlflow ui`.
 `logger=wandb` runs offline: no account and no network; the run's files go to
 `<run folder>/wandb/offline-run-*` and `wandb sync` uploads them later. Each run is named by its
-folder (a sweep's job: `3_optimizer=adam,seed=1`). Like TensorBoard's HParams entry, each gets
+folder (a sweep's job: `3_optimizer=adam,seed=1`), a sweep's jobs go to an MLflow experiment
+(a W&B group) named by the sweep's folder. Like TensorBoard's HParams entry, each gets
 the run's params when training starts (train.py) and its final metrics when it ends: the test
 metrics as Lightning logs them, and the best monitored value (`val/loss_best`, run/record.py).
 Several loggers at once: `logger=[tensorboard,mlflow]`.
@@ -44,7 +45,7 @@ class MLFlowLogger(LightningMLFlowLogger):
 class WandbLogger(LightningWandbLogger):
     """Lightning's WandbLogger, offline by default and quiet (its notices go to the run's debug
     log, not the console), and finished once the run's last metrics are in: the offline run's
-    files (config.yaml, wandb-summary.json) are complete when the run ends."""
+    record (`run-*.wandb`, what `wandb sync` uploads) is complete when the run ends."""
 
     def __init__(self, offline: bool = True, **kwargs: Any) -> None:
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -56,10 +57,23 @@ class WandbLogger(LightningWandbLogger):
         self.experiment.finish(exit_code=0 if status == "success" else 1)
 
 
-def named(logger_cfg: dict[str, Any], run_name: str) -> dict[str, Any]:
-    """The logger's settings with the run's name where the user gave none."""
-    target = str(logger_cfg.get("_target_", ""))
-    key = {"MLFlowLogger": "run_name", "WandbLogger": "name"}.get(target.rsplit(".", 1)[-1])
-    if key is not None and not logger_cfg.get(key):
-        return {**logger_cfg, key: run_name}
-    return logger_cfg
+def named(logger_cfg: dict[str, Any], run_name: str, sweep: str | None) -> dict[str, Any]:
+    """The logger's settings with the run's names where the user gave none: the run is named by
+    its folder; a sweep's jobs go to an MLflow experiment (a W&B group) named by the sweep's
+    folder, single runs to the experiment `litforge`."""
+    kind = str(logger_cfg.get("_target_", "")).rsplit(".", 1)[-1]
+    defaults = {
+        "MLFlowLogger": {"run_name": run_name, "experiment_name": sweep or "litforge"},
+        "WandbLogger": {"name": run_name, "group": sweep},
+    }.get(kind, {})
+    return {**logger_cfg, **{k: v for k, v in defaults.items() if not logger_cfg.get(k)}}
+
+
+def sweep_name() -> str | None:
+    """The folder name of the sweep this run is a job of, or None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(str(HydraConfig.get().sweep.dir)).name
