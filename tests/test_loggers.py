@@ -65,6 +65,16 @@ def test_tensorboard_and_mlflow_at_once(tmp_path):
     }
 
 
+def test_a_failed_run_is_a_failed_mlflow_run(tmp_path):
+    run_dir = tmp_path / "diverged"
+    with pytest.raises(UserError, match="training diverged"):
+        run_train(run_dir, "data=wine", "optimizer=sgd", "optimizer.lr=1e6", "max_epochs=3",
+                  "logger=mlflow", *mlflow_overrides(tmp_path))  # fmt: skip
+    assert read_metrics(run_dir)["status"] == "failed"
+    _, run = mlflow_run(tmp_path, "diverged")
+    assert run.info.status == "FAILED"
+
+
 @pytest.mark.parametrize("logger, package", [("mlflow", "mlflow"), ("wandb", "wandb")])
 def test_a_missing_logger_package_is_one_line_saying_how_to_install_it(
     tmp_path, monkeypatch, logger, package

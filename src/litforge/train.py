@@ -158,7 +158,8 @@ def train(
         if began and record.data["status"] != "interrupted":
             # an interrupted run gets its HParams entry when it is resumed and finishes
             final = final_metrics(record, test_metric_names(module, record))
-            log_hparams(trainer, params, final, in_sweep=is_sweep_job())
+            status = record.data["status"]
+            log_hparams(trainer, params, final, in_sweep=is_sweep_job(), status=status)
         if began and is_rank_zero():
             log.info(console.end_block(record.data, cfg, record.path.parent))
     return record

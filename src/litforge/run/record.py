@@ -190,12 +190,17 @@ def final_metrics(record: RunRecord, metric_names: list[str]) -> dict[str, float
 
 
 def log_hparams(
-    trainer: L.Trainer, params: dict[str, Any], metrics: dict[str, float], in_sweep: bool
+    trainer: L.Trainer,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    in_sweep: bool,
+    status: str = "completed",
 ) -> None:
     """The run's final metrics for every logger: one HParams entry per run in TensorBoard (no
     placeholder hp_metric; a sweep's job leaves the experiment's columns to its sweep,
     run/hparams.py); the best value beside the test metrics Lightning logged for the others
-    (MLflow, W&B, CSV), which got the params when training started."""
+    (MLflow, W&B, CSV), which got the params when training started; a failed run is marked
+    so."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
     best = next(iter(metrics))  # the best value: the one final metric no scalar holds yet
@@ -207,9 +212,11 @@ def log_hparams(
             logger.log_hyperparams(params, metrics)
         elif scalars:
             logger.log_metrics(scalars, step=trainer.global_step)
-        logger.finalize("success")
-        if hasattr(logger, "finish"):  # W&B: its run's files are complete once it finishes
-            logger.finish("success")
+        # MLflow marks the run FINISHED or FAILED, W&B its exit code
+        outcome = "success" if status in ("completed", "pruned") else "failed"
+        logger.finalize(outcome)
+        if hasattr(logger, "finish"):  # W&B: its run's record is complete once it finishes
+            logger.finish(outcome)
 
 
 def _finite_or_null(value: Any) -> Any:
