@@ -156,21 +156,16 @@ def train(
         if began or record_early_failure:
             record.write()
         if began and record.data["status"] != "interrupted":
-            # an interrupted run gets its HParams entry when it is resumed and finishes
+            # an interrupted run gets its HParams entry when it is resumed and finishes; a
+            # sweep's job leaves the HParams columns to its sweep (run/hparams.py)
+            from litforge.engine.trackers import sweep_name
+
             final = final_metrics(record, test_metric_names(module, record))
-            status = record.data["status"]
-            log_hparams(trainer, params, final, in_sweep=is_sweep_job(), status=status)
+            in_sweep = sweep_name() is not None
+            log_hparams(trainer, params, final, in_sweep, status=record.data["status"])
         if began and is_rank_zero():
             log.info(console.end_block(record.data, cfg, record.path.parent))
     return record
-
-
-def is_sweep_job() -> bool:
-    """This run is a job of a Hydra multirun (its sweep writes the HParams experiment)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def test_metric_names(module: L.LightningModule | None, record: RunRecord) -> list[str]:

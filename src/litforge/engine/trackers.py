@@ -70,7 +70,7 @@ def named(logger_cfg: dict[str, Any], run_name: str, sweep: str | None) -> dict[
 
 
 def sweep_name() -> str | None:
-    """The folder name of the sweep this run is a job of, or None for a single run."""
+    """The folder name of the sweep this run is a job of (a Hydra multirun), or None."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from litforge.engine.studies import open_storage
 from litforge.errors import UserError
-from litforge.run.summary import STUDY_PLOTS
+from litforge.run.summary import STUDY_PLOTS, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,9 @@ class Search:
                 "sweep overrides such as 'optimizer.lr=tag(log, interval(1e-4, 0.1))'."
             )
         if callable(self.sampler) and not isinstance(self.sampler, optuna.samplers.BaseSampler):
-            self.sampler = self.sampler(grid(space))  # the grid sampler, given its grid now
-            self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid(space).values()))
+            points = grid(space)
+            self.sampler = self.sampler(points)  # the grid sampler, given its grid now
+            self.n_trials = min(self.n_trials, math.prod(len(v) for v in points.values()))
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the SQLite file lives in it
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # litforge says what happens
         study = optuna.create_study(
@@ -264,20 +265,14 @@ def outcome(ret) -> tuple[str, float | None]:
 
     if ret.status != JobStatus.COMPLETED:
         return "FAIL", None
-    status = job_status(Path(str(ret.hydra_cfg.hydra.runtime.output_dir)))
+    job_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
+    status = read_metrics(job_dir / "metrics.json").get("status", "missing")
     if status == "pruned":
         return "PRUNED", None
     value = ret.return_value
     if status != "completed" or not isinstance(value, int | float) or not math.isfinite(value):
         return "FAIL", None
     return "COMPLETE", float(value)
-
-
-def job_status(job_dir: Path) -> str:
-    try:
-        return json.loads((job_dir / "metrics.json").read_text())["status"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "missing"
 
 
 def trial_state(name: str):
